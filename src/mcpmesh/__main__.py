@@ -1,0 +1,5 @@
+"""`python -m mcpmesh`."""
+
+from mcpmesh.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""One MCP connection to one server process: framing, era detection, handshake, own calls."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from mcpmesh import __version__
+from mcpmesh.errors import BackendExited, BackendTimeout, JsonRpcError
+from mcpmesh.jsonrpc import (
+    LEGACY_VERSIONS,
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_PROTOCOL_VERSION,
+    META_SERVER_INFO,
+    MODERN_VERSION,
+    Message,
+    RequestId,
+)
+from mcpmesh.process import ChildProcess
+
+Era = Literal["legacy", "modern"]
+
+PROBE_TIMEOUT = 10.0  # a handshake-era server answers an unknown method at once; silence means legacy
+GATEWAY_INFO = {"name": "mcpmesh", "version": __version__}
+# What the gateway declares to a handshake-era backend: it can route these to the one client that
+# caused them, and answers the backend with an error when it cannot.
+GATEWAY_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}}
+
+log = logging.getLogger("mcpmesh.upstream")
+
+
+class MessageHandler(Protocol):
+    """Receives what the backend sends that is not an answer to the gateway's own calls."""
+
+    def on_backend_response(self, upstream: Upstream, msg: Message) -> None: ...
+    def on_backend_request(self, upstream: Upstream, msg: Message) -> None: ...
+    def on_backend_notification(self, upstream: Upstream, msg: Message) -> None: ...
+
+
+class Upstream:
+    """Speaks JSON-RPC lines to one child; forwards everything else to its handler."""
+
+    def __init__(self, child: ChildProcess, handler: MessageHandler):
+        self.child = child
+        self.handler = handler
+        self.name = child.name
+        self.era: Era | None = None
+        self.server_result: Message = {}  # InitializeResult (legacy) or DiscoverResult (modern)
+        self.closed = False
+        self._ids = itertools.count(1)
+        self._own_prefix = f"mcpmesh-{secrets.token_hex(4)}-"
+        self._own_calls: dict[str, asyncio.Future[Message]] = {}
+
+    # -- ids ---------------------------------------------------------------------------------
+    def mint_id(self) -> int:
+        return next(self._ids)
+
+    # -- writing -----------------------------------------------------------------------------
+    def send(self, msg: Message) -> None:
+        if self.closed:
+            raise BackendExited(f"server {self.name!r} is not running")
+        try:
+            self.child.write(orjson.dumps(msg) + b"\n")
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise BackendExited(f"server {self.name!r} closed its input") from exc
+
+    async def drain(self) -> None:
+        try:
+            await self.child.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise BackendExited(f"server {self.name!r} closed its input") from exc
+
+    # -- reading -----------------------------------------------------------------------------
+    async def read_loop(self) -> None:
+        """Dispatch every stdout line until EOF; each message is parsed exactly once."""
+        try:
+            async for line in self.child.lines():
+                self._dispatch(line)
+        finally:
+            self.closed = True
+            for future in self._own_calls.values():
+                if not future.done():
+                    future.set_exception(BackendExited(f"server {self.name!r} exited"))
+            self._own_calls.clear()
+
+    def _dispatch(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            msg = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self.child.note_dropped("not_json")
+            return
+        if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
+            self.child.note_dropped("not_jsonrpc")
+            return
+        if "method" in msg:
+            if "id" in msg:
+                self.handler.on_backend_request(self, msg)
+            else:
+                self.handler.on_backend_notification(self, msg)
+        elif "id" in msg and ("result" in msg or "error" in msg):
+            own = self._own_calls.pop(msg["id"], None) if isinstance(msg["id"], str) else None
+            if own is not None:
+                if not own.done():
+                    own.set_result(msg)
+            else:
+                self.handler.on_backend_response(self, msg)
+        else:
+            self.child.note_dropped("not_jsonrpc")
+
+    # -- the gateway's own requests ----------------------------------------------------------
+    async def call(self, method: str, params: dict[str, Any], timeout: float) -> Message:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+        """Send a request of the gateway's own and return the whole response message."""
+        request_id = f"{self._own_prefix}{next(self._ids)}"
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._own_calls[request_id] = future
+        try:
+            self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            await self.drain()
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise BackendTimeout(f"server {self.name!r} did not answer {method} in {timeout:g}s") from exc
+        finally:
+            self._own_calls.pop(request_id, None)
+
+    def owns(self, request_id: RequestId) -> bool:
+        return isinstance(request_id, str) and request_id.startswith(self._own_prefix)
+
+    async def probe(self, timeout: float) -> Era:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+        """Detect the era with a server/discover probe (MCP-NOTES §4); remembered for the process."""
+        self.era = "modern" if await self._probe_modern(min(PROBE_TIMEOUT, timeout)) else "legacy"
+        return self.era
+
+    async def handshake(self, timeout: float) -> None:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+        """Probe the era, then initialize a handshake-era server exactly once."""
+        if await self.probe(timeout) == "modern":
+            return
+        params = {
+            "protocolVersion": LEGACY_VERSIONS[0],
+            "capabilities": GATEWAY_CAPABILITIES,
+            "clientInfo": GATEWAY_INFO,
+        }
+        reply = await self.call("initialize", params, timeout)
+        if "error" in reply:
+            if _is_modern_error(reply) and await self._probe_modern(timeout):
+                return  # it only answers enveloped requests after all (a late-starting modern server)
+            raise JsonRpcError(f"server {self.name!r} refused initialize: {reply['error'].get('message')}")
+        self.era = "legacy"
+        self.server_result = reply["result"]
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await self.drain()
+        log.info("%s: handshake-era server, protocol %s", self.name, self.server_result.get("protocolVersion"))
+
+    async def _probe_modern(self, timeout: float) -> bool:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+        try:
+            reply = await self.call("server/discover", {"_meta": modern_meta({}, GATEWAY_INFO)}, timeout)
+        except BackendTimeout:
+            return False
+        result = reply.get("result")
+        if isinstance(result, dict) and MODERN_VERSION in result.get("supportedVersions", ()):
+            self.era = "modern"
+            self.server_result = result
+            log.info("%s: 2026-07-28 server", self.name)
+            return True
+        return False
+
+    # -- facts about the server for the front ------------------------------------------------
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        caps = self.server_result.get("capabilities")
+        return caps if isinstance(caps, dict) else {}
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        if self.era == "modern":
+            meta = self.server_result.get("_meta") or {}
+            info = meta.get(META_SERVER_INFO)
+        else:
+            info = self.server_result.get("serverInfo")
+        return info if isinstance(info, dict) else {"name": self.name, "version": "unknown"}
+
+
+def modern_meta(capabilities: dict[str, Any], client_info: dict[str, Any] | None) -> dict[str, Any]:
+    """The per-request `_meta` envelope a 2026-07-28 server expects."""
+    meta: dict[str, Any] = {META_PROTOCOL_VERSION: MODERN_VERSION, META_CLIENT_CAPABILITIES: capabilities}
+    if client_info:
+        meta[META_CLIENT_INFO] = client_info
+    return meta
+
+
+def _is_modern_error(reply: Message) -> bool:
+    error = reply.get("error") or {}
+    data = error.get("data") if isinstance(error, dict) else None
+    return isinstance(data, dict) and MODERN_VERSION in (data.get("supported") or ())

@@ -1,0 +1,115 @@
+"""The `mcpmesh` command: `up` runs the mesh in the foreground; `check-config` validates a file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import uvicorn
+
+from mcpmesh import __version__
+from mcpmesh.app import create_app
+from mcpmesh.config import MeshConfig, load_config
+from mcpmesh.errors import ConfigError
+from mcpmesh.supervisor import State, Supervisor
+
+SETTLE_TIMEOUT = 120.0  # how long `up` waits for every server before printing where things stand
+SHUTDOWN_GRACE = 3  # seconds uvicorn waits for open connections (SSE streams) before closing them
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.file)
+    if args.command == "up":
+        return _up(args)
+    _parser().print_help()
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcpmesh", description="Supervise stdio MCP servers and serve them over MCP Streamable HTTP."
+    )
+    parser.add_argument("--version", action="version", version=f"mcpmesh {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    up = sub.add_parser("up", help="run every configured server and serve them (foreground; Ctrl-C stops all)")
+    up.add_argument(
+        "--config", "-c", default="mcpmesh.toml", help="mcpmesh.toml or an mcpServers JSON file (default: %(default)s)"
+    )
+    up.add_argument("--host", help="override [mesh] host")
+    up.add_argument("--port", type=int, help="override [mesh] port")
+    up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check-config", help="validate a config file and exit (0 when valid)")
+    check.add_argument("file")
+    return parser
+
+
+def _check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, server in config.servers.items():
+        print(f"{name}: {server.command} {' '.join(server.args)} (sharing={server.sharing})")
+    print(f"{path}: OK, {len(config.servers)} server(s)")
+    return 0
+
+
+class _MeshServer(uvicorn.Server):
+    """uvicorn's server, also stopping on SIGHUP so no server process outlives a closed terminal."""
+
+    async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]  # same call, looser type
+        await super().startup(sockets)  # type: ignore[arg-type]  # uvicorn's own signature
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.handle_exit, signal.SIGHUP, None)
+
+
+def _up(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        config = config.model_copy(update={"mesh": config.mesh.model_copy(update=overrides)})
+    Path(config.mesh.state_dir).mkdir(parents=True, exist_ok=True)
+
+    async def on_started(supervisor: Supervisor) -> None:
+        asyncio.get_running_loop().create_task(_report(supervisor, config))
+
+    app = create_app(config, on_started)
+    server = _MeshServer(
+        uvicorn.Config(
+            app,
+            host=config.mesh.host,
+            port=config.mesh.port,
+            log_level=args.log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        )
+    )
+    server.run()
+    return 0 if server.started else 1
+
+
+async def _report(supervisor: Supervisor, config: MeshConfig) -> None:
+    with anyio.move_on_after(SETTLE_TIMEOUT):
+        await supervisor.wait_settled()
+    host = config.mesh.host if ":" not in config.mesh.host else f"[{config.mesh.host}]"
+    lines = ["", f"mcpmesh {__version__}: {len(supervisor.servers)} server(s)"]
+    for name, server in supervisor.servers.items():
+        mark = {State.HEALTHY: "up    ", State.FAILED: "FAILED"}.get(server.state, server.state.value)
+        lines.append(f"  {mark} {name:<16} http://{host}:{config.mesh.port}/servers/{name}/mcp  ({server.reason})")
+    lines.append(f"  health: http://{host}:{config.mesh.port}/healthz   stop: Ctrl-C")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,69 @@
+"""DNS-rebinding protection: Host and Origin checks in front of every route."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcpmesh.errors import ForbiddenOrigin, HttpError, MisdirectedHost
+from mcpmesh.front.responses import http_error
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _hostname(value: str) -> str:
+    """The host part of a Host header or authority, lower-cased, without port or brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostOriginGuard:
+    """Refuse a foreign Host with 421 and a foreign Origin with 403, before any MCP processing.
+
+    Loopback names are always allowed; so is the address we are bound to when it is a specific
+    one. `allowed_hosts` / `allowed_origins` add names; `"*"` in either turns that check off.
+    """
+
+    def __init__(self, app: ASGIApp, bind_host: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]):
+        self.app = app
+        hosts = {_hostname(h) for h in allowed_hosts} | LOOPBACK_NAMES
+        if bind_host not in WILDCARD_BINDS:
+            hosts.add(_hostname(bind_host))
+        self.any_host = "*" in hosts
+        self.hosts = frozenset(hosts)
+        origins = {o.rstrip("/").lower() for o in allowed_origins}
+        self.any_origin = "*" in origins
+        self.origins = frozenset(origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                self._check(scope)
+            except HttpError as exc:
+                await http_error(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> None:
+        host = origin = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+        if not self.any_host and (host is None or _hostname(host) not in self.hosts):
+            raise MisdirectedHost(f"Misdirected Request: Host {host!r} is not served here")
+        if origin is not None and not self.any_origin and not self._origin_allowed(origin):
+            raise ForbiddenOrigin(f"Forbidden: Origin {origin!r} is not allowed")
+
+    def _origin_allowed(self, origin: str) -> bool:
+        origin = origin.rstrip("/").lower()
+        if origin in self.origins:
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_NAMES

@@ -1,0 +1,174 @@
+"""Client sessions: one FrontSession per client, its streams, and the store that caps and expires them."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from mcpmesh.errors import SessionNotFound, StreamConflict, TooManySessions
+from mcpmesh.jsonrpc import Message, RequestId
+
+if TYPE_CHECKING:
+    from mcpmesh.router import Call, Multiplexer
+
+OUTBOX_NOTIFICATION_CAP = 4096  # notifications queued for a slow client beyond this are dropped
+
+log = logging.getLogger("mcpmesh.session")
+
+
+class Outbox:
+    """Messages waiting for one client stream. Notifications past the cap are dropped; a final
+    response never is, and ends the stream."""
+
+    __slots__ = ("_items", "_wakeup", "closed", "dropped")
+
+    def __init__(self) -> None:
+        self._items: deque[Message] = deque()
+        self._wakeup = anyio.Event()
+        self.closed = False
+        self.dropped = 0
+
+    def put(self, msg: Message) -> bool:
+        if self.closed or len(self._items) >= OUTBOX_NOTIFICATION_CAP:
+            self.dropped += 1
+            return False
+        self._items.append(msg)
+        self._wakeup.set()
+        return True
+
+    def finish(self, msg: Message | None = None) -> None:
+        """Queue the last message (if any) and close; later puts are dropped."""
+        if self.closed:
+            return
+        if msg is not None:
+            self._items.append(msg)
+        self.closed = True
+        self._wakeup.set()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Message | None:
+        """The next message, or None once closed and drained."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+
+@dataclass(eq=False)
+class FrontSession:
+    """One client's session on one server (legacy Streamable HTTP)."""
+
+    id: str
+    server: str
+    protocol_version: str
+    capabilities: dict[str, Any]
+    client_info: dict[str, Any]
+    mux: Multiplexer
+    inflight: dict[RequestId, Call] = field(default_factory=dict)
+    log_level: str | None = None
+    subscriptions: set[str] = field(default_factory=set)
+    stream: Outbox | None = None  # the standalone GET stream, when the client has one open
+    last_active: float = field(default_factory=time.monotonic)
+    closed: bool = False
+    dropped: int = 0  # messages for the GET stream that found none open
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
+
+    def notify(self, msg: Message) -> None:
+        """Deliver a message that belongs to no request (on the GET stream)."""
+        if self.stream is None or not self.stream.put(msg):
+            self.dropped += 1
+
+    def open_stream(self) -> Outbox:
+        if self.stream is not None and not self.stream.closed:
+            raise StreamConflict("Conflict: only one GET stream per session is allowed")
+        self.stream = Outbox()
+        return self.stream
+
+    def close_stream(self, outbox: Outbox) -> None:
+        if self.stream is outbox:
+            self.stream = None
+        outbox.finish()
+
+    def has_capability(self, name: str, sub: str | None = None) -> bool:
+        cap = self.capabilities.get(name)
+        if not isinstance(cap, dict):
+            return False
+        return sub is None or sub in cap
+
+    def is_idle(self) -> bool:
+        return not self.inflight and (self.stream is None or self.stream.closed)
+
+
+class SessionStore:
+    """All sessions of the gateway process: CSPRNG ids, a cap, idle expiry."""
+
+    def __init__(self, max_sessions: int, idle_timeout: float):
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self._sessions: dict[str, FrontSession] = {}
+        self.on_close: Callable[[FrontSession, str], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def new_id(self) -> str:
+        if len(self._sessions) >= self.max_sessions:
+            raise TooManySessions(f"Too many open sessions (limit {self.max_sessions})")
+        return secrets.token_urlsafe(24)  # 192 bits, characters in 0x21-0x7E
+
+    def add(self, session: FrontSession) -> None:
+        if len(self._sessions) >= self.max_sessions:
+            raise TooManySessions(f"Too many open sessions (limit {self.max_sessions})")
+        self._sessions[session.id] = session
+        log.info("session opened %s on %s by %s", session.id[:8], session.server, _client(session))
+
+    def get(self, session_id: str, server: str) -> FrontSession:
+        session = self._sessions.get(session_id)
+        # A session of another server is answered exactly like an unknown one.
+        if session is None or session.server != server or session.closed:
+            raise SessionNotFound("Session not found")
+        return session
+
+    def close(self, session: FrontSession, reason: str) -> None:
+        if self._sessions.pop(session.id, None) is None:
+            return
+        session.closed = True
+        session.mux.detach(session)
+        if session.stream is not None:
+            session.stream.finish()
+        log.info("session closed %s on %s (%s)", session.id[:8], session.server, reason)
+
+    def close_all(self, reason: str) -> None:
+        for session in list(self._sessions.values()):
+            self.close(session, reason)
+
+    def sessions_of(self, server: str) -> list[FrontSession]:
+        return [s for s in self._sessions.values() if s.server == server]
+
+    async def expire_idle(self) -> None:
+        """Forever: end sessions idle for longer than the timeout."""
+        interval = max(0.05, min(self.idle_timeout / 4, 30.0))
+        while True:
+            await anyio.sleep(interval)
+            deadline = time.monotonic() - self.idle_timeout
+            for session in list(self._sessions.values()):
+                if session.is_idle() and session.last_active < deadline:
+                    self.close(session, "idle timeout")
+
+
+def _client(session: FrontSession) -> str:
+    info = session.client_info
+    return f"{info.get('name', '?')}/{info.get('version', '?')}"

@@ -1,0 +1,208 @@
+"""MCP Streamable HTTP (2025-03-26, 2025-06-18, 2025-11-25) at /servers/<name>/mcp."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from mcpmesh.config import MeshSettings
+from mcpmesh.errors import (
+    BadProtocolVersion,
+    BodyTooLarge,
+    HttpError,
+    InvalidRequest,
+    JsonRpcError,
+    MethodNotAllowed,
+    NotAcceptable,
+    SessionRequired,
+    UnsupportedMedia,
+)
+from mcpmesh.front.responses import (
+    SSE_KEEPALIVE,
+    accepted,
+    http_error,
+    json_response,
+    rpc_error,
+    sse_event,
+    sse_response,
+)
+from mcpmesh.front.session import FrontSession, Outbox, SessionStore
+from mcpmesh.jsonrpc import LEGACY_VERSIONS, Message, check_message, error, parse
+from mcpmesh.router import Call
+from mcpmesh.supervisor import ServerBase, Supervisor
+
+SESSION_HEADER = "mcp-session-id"
+VERSION_HEADER = "mcp-protocol-version"
+ENDED_WITHOUT_REPLY = -32603
+
+
+class StreamableHttpEndpoint:
+    """One ASGI endpoint for every server's /mcp route; per-request work is POST/GET/DELETE."""
+
+    def __init__(self, supervisor: Supervisor, store: SessionStore, settings: MeshSettings):
+        self.supervisor = supervisor
+        self.store = store
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            server = self.supervisor.servers.get(request.path_params["name"])
+            if server is None:
+                response = json_response(error(None, -32600, "Not Found: no such server"), 404)
+            elif request.method == "POST":
+                response = await self._post(request, server)
+            elif request.method == "GET":
+                response = self._get(request, server)
+            elif request.method == "DELETE":
+                response = self._delete(request, server)
+            else:
+                raise MethodNotAllowed("Method Not Allowed", {"Allow": "GET, POST, DELETE"})
+        except HttpError as exc:
+            response = http_error(exc)
+        except JsonRpcError as exc:
+            response = rpc_error(exc)
+        await response(scope, receive, send)
+
+    # -- POST --------------------------------------------------------------------------------
+    async def _post(self, request: Request, server: ServerBase) -> Response:
+        accept = request.headers.get("accept", "")
+        if not (_accepts(accept, "application/json") and _accepts(accept, "text/event-stream")):
+            raise NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise UnsupportedMedia("Unsupported Media Type: Content-Type must be application/json")
+        body = parse(await self._read_body(request))
+        if isinstance(body, list):
+            return await self._batch(request, server, body)
+        msg = check_message(body)
+        if msg.get("method") == "initialize" and "id" in msg:
+            return await self._initialize(server, msg)
+        session = self._session(request, server)
+        if "method" not in msg:
+            await session.mux.handle_response(session, msg)
+            return accepted()
+        if "id" not in msg:
+            await session.mux.handle_notification(session, msg)
+            return accepted()
+        return await self._reply(await session.mux.handle_request(session, msg))
+
+    async def _read_body(self, request: Request) -> bytes:
+        cap = self.settings.max_body_bytes
+        too_large = BodyTooLarge(f"Payload Too Large: request bodies are limited to {cap} bytes")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cap:
+                raise too_large
+        return bytes(body)
+
+    async def _initialize(self, server: ServerBase, msg: Message) -> Response:
+        session, reply = await server.open_session(msg)
+        if isinstance(reply, Call):
+            reply = await _final_response(reply)
+            if "error" in reply:
+                self.store.close(session, "initialize refused by the server")
+                return json_response(reply)
+        return json_response(reply, headers={SESSION_HEADER: session.id})
+
+    async def _reply(self, reply: Call | Message) -> Response:
+        """JSON when the response comes first; SSE when anything else comes before it."""
+        if isinstance(reply, dict):
+            return json_response(reply)
+        outbox = reply.outbox
+        first: Message | None = None
+        with anyio.move_on_after(self.settings.keepalive_interval):
+            first = await outbox.get()
+            if first is None:  # the stream ended without a response (session closed under it)
+                return json_response(error(reply.client_id, ENDED_WITHOUT_REPLY, "request ended without a response"))
+            if outbox.closed and "method" not in first and outbox.empty():
+                return json_response(first)
+        return sse_response(self._events(outbox, first))
+
+    async def _events(self, outbox: Outbox, first: Message | None, on_close: Any = None) -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield sse_event(first)
+            while True:
+                with anyio.move_on_after(self.settings.keepalive_interval) as idle:
+                    msg = await outbox.get()
+                if idle.cancelled_caught:
+                    yield SSE_KEEPALIVE
+                    continue
+                if msg is None:
+                    return
+                yield sse_event(msg)
+        finally:
+            if on_close is not None:
+                on_close()
+
+    async def _batch(self, request: Request, server: ServerBase, items: list[Any]) -> Response:
+        """JSON-RPC batches, accepted only on sessions that negotiated 2025-03-26."""
+        session = self._session(request, server)
+        if session.protocol_version != "2025-03-26":
+            raise InvalidRequest("Invalid Request: batches are only accepted on 2025-03-26 sessions")
+        if not items:
+            raise InvalidRequest("Invalid Request: empty batch")
+        replies: list[Call | Message] = []
+        for item in items:
+            try:
+                msg = check_message(item)
+            except JsonRpcError as exc:
+                replies.append(error(None, exc.code, exc.message))
+                continue
+            if "method" not in msg:
+                await session.mux.handle_response(session, msg)
+            elif "id" not in msg:
+                await session.mux.handle_notification(session, msg)
+            else:
+                replies.append(await session.mux.handle_request(session, msg))
+        if not replies:
+            return accepted()
+        return json_response([r if isinstance(r, dict) else await _final_response(r) for r in replies])
+
+    # -- GET / DELETE ------------------------------------------------------------------------
+    def _get(self, request: Request, server: ServerBase) -> Response:
+        if not _accepts(request.headers.get("accept", ""), "text/event-stream"):
+            raise NotAcceptable("Not Acceptable: Accept must list text/event-stream")
+        session = self._session(request, server)
+        outbox = session.open_stream()
+        return sse_response(self._events(outbox, None, lambda: session.close_stream(outbox)))
+
+    def _delete(self, request: Request, server: ServerBase) -> Response:
+        session = self._session(request, server)
+        self.store.close(session, "deleted by the client")
+        return Response(status_code=200)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _session(self, request: Request, server: ServerBase) -> FrontSession:
+        version = request.headers.get(VERSION_HEADER)
+        if version is not None and version not in LEGACY_VERSIONS:
+            raise BadProtocolVersion(f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            raise SessionRequired("Bad Request: Mcp-Session-Id header is required")
+        session = self.store.get(session_id, server.name)
+        session.touch()
+        return session
+
+
+def _accepts(header: str, media_type: str) -> bool:
+    return any(part.split(";")[0].strip().lower() == media_type for part in header.split(","))
+
+
+async def _final_response(call: Call) -> Message:
+    """Wait for a call's response, skipping what comes before it."""
+    last: Message | None = None
+    while (msg := await call.outbox.get()) is not None:
+        last = msg
+    if last is None or "method" in last:
+        return error(call.client_id, ENDED_WITHOUT_REPLY, "request ended without a response")
+    return last

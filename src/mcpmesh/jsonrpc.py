@@ -1,0 +1,94 @@
+"""JSON-RPC 2.0 framing: parse once, classify, encode; not MCP-aware."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from mcpmesh.errors import InvalidRequest, ParseError
+
+Message = dict[str, Any]
+RequestId = int | str
+
+LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+"""Handshake-era revisions the HTTP front negotiates, newest first."""
+MODERN_VERSION = "2026-07-28"
+
+META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+
+
+def parse(data: bytes) -> Any:
+    """Parse one JSON document or raise ParseError."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"Parse error: {exc}") from exc
+
+
+def check_message(obj: Any) -> Message:
+    """Return obj if it is a well-formed JSON-RPC 2.0 message, else raise InvalidRequest."""
+    if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0":
+        raise InvalidRequest("Invalid Request: not a JSON-RPC 2.0 object")
+    if "method" in obj:
+        if not isinstance(obj["method"], str):
+            raise InvalidRequest("Invalid Request: method must be a string")
+        if "params" in obj and not isinstance(obj["params"], dict | list):
+            raise InvalidRequest("Invalid Request: params must be an object")
+        if "id" in obj and not is_valid_id(obj["id"]):
+            raise InvalidRequest("Invalid Request: id must be a string or an integer")
+        return obj
+    if "id" in obj and ("result" in obj or "error" in obj):
+        return obj
+    raise InvalidRequest("Invalid Request: neither a request, a notification nor a response")
+
+
+def is_valid_id(value: Any) -> bool:
+    # bool is an int subclass in Python but never a valid JSON-RPC id; MCP forbids null.
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def is_request(msg: Message) -> bool:
+    return "method" in msg and "id" in msg
+
+
+def is_notification(msg: Message) -> bool:
+    return "method" in msg and "id" not in msg
+
+
+def is_response(msg: Message) -> bool:
+    return "method" not in msg
+
+
+def encode(msg: Any) -> bytes:
+    return orjson.dumps(msg)
+
+
+def result(request_id: Any, value: Any) -> Message:
+    return {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+def error(request_id: Any, code: int, message: str, data: Any = None) -> Message:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": err}
+
+
+def params_of(msg: Message) -> dict[str, Any]:
+    params = msg.get("params")
+    return params if isinstance(params, dict) else {}
+
+
+def meta_of(msg: Message) -> dict[str, Any]:
+    meta = params_of(msg).get("_meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def negotiate_version(requested: Any) -> str:
+    """The client's version if served here, else the newest we serve (spec lifecycle rule)."""
+    return requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]

@@ -1,0 +1,223 @@
+"""One child process: spawn in its own process group, bounded stdout lines, stderr tail, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+from mcpmesh.errors import SpawnError
+
+ENV_ALLOWLIST = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
+"""Variables a server inherits from mcpmesh; everything else must be configured (as the SDK does)."""
+
+STDIN_CLOSE_GRACE = 2.0  # a well-behaved server exits on stdin EOF (the portable shutdown signal)
+SIGTERM_GRACE = 2.0  # time to clean up after SIGTERM before the group is killed
+READ_CHUNK = 256 * 1024  # large reads keep multi-MiB tool results cheap to assemble
+STDERR_LINE_CAP = 64 * 1024  # a stderr line longer than this is truncated, never buffered whole
+STDERR_TAIL_LINES = 200
+
+log = logging.getLogger("mcpmesh.process")
+
+
+def child_environment(extra: Mapping[str, str], inherit: Sequence[str] = ()) -> dict[str, str]:
+    names = set(ENV_ALLOWLIST) | set(inherit)
+    env = {k: v for k, v in os.environ.items() if k in names}
+    env.update(extra)
+    return env
+
+
+def resolve_command(command: str, env: Mapping[str, str]) -> str:
+    """Find argv[0] on the child's PATH, then beside our own interpreter (an unactivated venv)."""
+    if os.sep in command:
+        if os.access(command, os.X_OK):
+            return command
+        raise SpawnError(f"command not found or not executable: {command}")
+    search = os.pathsep.join(filter(None, [env.get("PATH", os.defpath), str(Path(sys.executable).parent)]))
+    found = shutil.which(command, path=search)
+    if found is None:
+        raise SpawnError(f"command not found on PATH: {command}")
+    return found
+
+
+class ChildProcess:
+    """A spawned server with its pipes; owns nothing else. Use `stop()` to end it."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, max_line_bytes: int):
+        self.name = name
+        self.proc = proc
+        self.pid = proc.pid
+        self.max_line_bytes = max_line_bytes
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.dropped: Counter[str] = Counter()  # stdout lines discarded, by reason
+        self._server_log = logging.getLogger(f"mcpmesh.server.{name}")
+        self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr())
+
+    @classmethod
+    async def spawn(
+        cls,
+        name: str,
+        command: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path | None,
+        max_line_bytes: int,
+    ) -> ChildProcess:
+        program = resolve_command(command, env)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                program,
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,  # own process group: the stop sequence reaches wrappers' children
+                limit=READ_CHUNK,
+            )
+        except OSError as exc:
+            raise SpawnError(f"cannot start {program}: {exc.strerror or exc}") from exc
+        log.info("spawned %s pid=%d argv=%s", name, proc.pid, [program, *args])
+        return cls(name, proc, max_line_bytes)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def write(self, data: bytes) -> None:
+        """Queue one framed line for the child's stdin (never blocks; see `drain`)."""
+        stdin = self.proc.stdin
+        if stdin is None or stdin.is_closing():
+            raise BrokenPipeError(f"{self.name}: stdin is closed")
+        stdin.write(data)
+
+    async def drain(self) -> None:
+        if self.proc.stdin is not None:
+            await self.proc.stdin.drain()
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """Yield stdout lines (without the newline); over-long lines are dropped and counted."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        buffer = bytearray()
+        discarding = False
+        while True:
+            chunk = await stdout.read(READ_CHUNK)
+            if not chunk:
+                return
+            start = 0
+            while (newline := chunk.find(b"\n", start)) != -1:
+                if discarding:
+                    discarding = False
+                elif len(buffer) + newline - start > self.max_line_bytes:
+                    self._drop("oversize")
+                else:
+                    buffer += chunk[start:newline]
+                    yield bytes(buffer)
+                buffer.clear()
+                start = newline + 1
+            if not discarding:
+                buffer += chunk[start:]
+                if len(buffer) > self.max_line_bytes:
+                    self._drop("oversize")
+                    buffer.clear()
+                    discarding = True
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+        log.warning("%s: dropped a stdout line (%s)", self.name, reason)
+
+    def note_dropped(self, reason: str) -> None:
+        self._drop(reason)
+
+    async def _pump_stderr(self) -> None:
+        stderr = self.proc.stderr
+        assert stderr is not None
+        while True:
+            try:
+                line = await stderr.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                line = exc.partial
+                if not line:
+                    return
+            except asyncio.LimitOverrunError as exc:
+                line = await stderr.read(exc.consumed)
+            text = line[:STDERR_LINE_CAP].decode("utf-8", "replace").rstrip("\r\n")
+            self.stderr_tail.append(text)
+            self._server_log.info("%s", text)
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+    async def stop(self) -> int:
+        """Close stdin, wait; SIGTERM the group, wait; SIGKILL the group and any escaped descendant."""
+        descendants = _descendants(self.pid)
+        with contextlib.suppress(Exception):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        code = await self._wait_for(STDIN_CLOSE_GRACE)
+        if code is None:
+            _signal_group(self.pid, signal.SIGTERM)
+            code = await self._wait_for(SIGTERM_GRACE)
+        # Even after a clean exit, children left in the group (or that setsid'd away) are ended.
+        _signal_group(self.pid, signal.SIGKILL)
+        for pid in descendants | _descendants(self.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if code is None:
+            code = await self.proc.wait()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self._stderr_task, 1.0)
+        log.info("stopped %s pid=%d code=%s", self.name, self.pid, code)
+        return code
+
+    def kill_group_now(self) -> None:
+        """Last resort used when the event loop is going away."""
+        _signal_group(self.pid, signal.SIGKILL)
+
+    async def _wait_for(self, seconds: float) -> int | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.proc.wait()), seconds)
+        except TimeoutError:
+            return None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _descendants(root: int) -> set[int]:
+    """All live descendants of root, from /proc (Linux); empty elsewhere."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Field 4 is the ppid; the command name in field 2 may hold spaces, so split after ')'.
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found

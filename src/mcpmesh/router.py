@@ -1,0 +1,466 @@
+"""MCP-aware routing between client sessions and one server process: id, progress-token and
+cancellation rewriting, delivery of every message to the one client it belongs to, fan-out of
+list changes, reference-counted subscriptions, per-client log levels, era translation.
+
+Nothing is guessed across clients: a message that cannot be attributed to exactly one client is
+dropped (and counted), and a server-initiated request that cannot be is answered with an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+
+from mcpmesh.backend.upstream import Upstream, modern_meta
+from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MethodNotFound
+from mcpmesh.front.session import FrontSession, Outbox
+from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, error, negotiate_version, params_of, result
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
+UNROUTABLE = -32601  # answered to a server request no single capable client can take
+READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
+# Client capabilities a 2026-07-28 server could only use through MRTR, which is not bridged here.
+_MRTR_CAPABILITIES = ("sampling", "elicitation", "roots")
+
+log = logging.getLogger("mcpmesh.router")
+
+Spawner = Callable[[Callable[[], Coroutine[Any, Any, Any]]], None]
+
+
+class Call:
+    """One client request in flight on the server."""
+
+    __slots__ = ("session", "client_id", "backend_id", "method", "outbox", "client_token", "backend_token", "timer")
+
+    def __init__(self, session: FrontSession, client_id: RequestId, method: str):
+        self.session = session
+        self.client_id = client_id
+        self.method = method
+        self.outbox = Outbox()
+        self.backend_id: RequestId = client_id
+        self.client_token: Any = None
+        self.backend_token: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Multiplexer:
+    """Routes between the sessions of one server and its current process (an Upstream).
+
+    `shared=True`: many sessions on one process; ids and progress tokens are rewritten, the
+    handshake, ping, logging levels and resource subscriptions are handled here.
+    `shared=False`: one session, one process; messages pass through untouched, unless the process
+    speaks 2026-07-28, in which case the handshake is answered here and requests are enveloped.
+    """
+
+    def __init__(self, server: str, *, shared: bool, request_timeout: float, spawn: Spawner):
+        self.server = server
+        self.shared = shared
+        self.request_timeout = request_timeout
+        self.spawn = spawn
+        self.upstream: Upstream | None = None
+        self.failed_reason: str | None = None
+        self.on_detach: Callable[[FrontSession], None] | None = None
+        self.sessions: set[FrontSession] = set()
+        self.calls: dict[RequestId, Call] = {}
+        self.tokens: dict[Any, Call] = {}
+        self.server_requests: dict[RequestId, tuple[RequestId, FrontSession]] = {}
+        self.subscribers: dict[str, set[FrontSession]] = {}
+        self.dropped: Counter[str] = Counter()
+        self._attached = anyio.Event()
+        self._backend_log_level: str | None = None
+        self._server_request_ids = itertools.count(1)
+
+    # -- upstream lifecycle ------------------------------------------------------------------
+    def attach(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.failed_reason = None
+        self._attached.set()
+        if self.shared and upstream.era == "legacy":
+            for uri in self.subscribers:
+                self._background_call(upstream, "resources/subscribe", {"uri": uri})
+            self._sync_log_level()
+
+    def upstream_closed(self, upstream: Upstream, reason: str) -> None:
+        """The process is gone: every request in flight on it gets an error now."""
+        if upstream is not self.upstream:
+            return
+        self.upstream = None
+        self._attached = anyio.Event()
+        self._backend_log_level = None
+        for call in list(self.calls.values()):
+            self._finish(call)
+            text = f"server {self.server!r} exited with this request in flight ({reason})"
+            call.outbox.finish(error(call.client_id, BackendExited.code, text))
+        self.server_requests.clear()
+
+    @property
+    def answers_protocol(self) -> bool:
+        """Whether the gateway answers initialize, ping and logging/setLevel itself."""
+        return self.shared or (self.upstream is not None and self.upstream.era == "modern")
+
+    async def ready_upstream(self) -> Upstream:
+        if self.upstream is None and self.failed_reason is None:
+            with anyio.move_on_after(READY_WAIT):
+                await self._attached.wait()
+        if self.upstream is None:
+            why = self.failed_reason or "not ready"
+            raise BackendUnavailable(f"server {self.server!r} is unavailable: {why}")
+        return self.upstream
+
+    # -- sessions ----------------------------------------------------------------------------
+    def initialize_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The InitializeResult the gateway gives a client, from what the server declared."""
+        upstream = self.upstream
+        assert upstream is not None
+        caps = {k: (dict(v) if isinstance(v, dict) else v) for k, v in upstream.capabilities.items()}
+        if self.shared:
+            caps.pop("tasks", None)  # task ids are not yet bound to the client that created them
+        if upstream.era == "modern" and isinstance(caps.get("resources"), dict):
+            caps["resources"].pop("subscribe", None)  # subscriptions/listen is not bridged yet
+        reply: dict[str, Any] = {
+            "protocolVersion": negotiate_version(params.get("protocolVersion")),
+            "capabilities": caps,
+            "serverInfo": upstream.server_info,
+        }
+        if isinstance(upstream.server_result.get("instructions"), str):
+            reply["instructions"] = upstream.server_result["instructions"]
+        return reply
+
+    def join(self, session: FrontSession) -> None:
+        self.sessions.add(session)
+
+    def detach(self, session: FrontSession) -> None:
+        """The session ended: cancel its requests, refuse its pending server requests, unsubscribe."""
+        self.sessions.discard(session)
+        upstream = self.upstream
+        for call in list(session.inflight.values()):
+            self._finish(call)
+            call.outbox.finish()
+            if upstream is not None and self.shared:
+                self._send_quietly(upstream, _cancelled(call.backend_id, "client session ended"))
+        for sid, (backend_id, owner) in list(self.server_requests.items()):
+            if owner is session:
+                del self.server_requests[sid]
+                if upstream is not None:
+                    self._send_quietly(upstream, error(backend_id, UNROUTABLE, "client session ended"))
+        for uri in list(session.subscriptions):
+            self._unsubscribe(session, uri)
+        self._sync_log_level()
+        if self.on_detach is not None:
+            self.on_detach(session)
+
+    # -- client -> server --------------------------------------------------------------------
+    async def handle_request(self, session: FrontSession, msg: Message) -> Call | Message:
+        """A Call whose outbox will carry the reply, or an immediate reply message."""
+        request_id = msg["id"]
+        if request_id in session.inflight:
+            return error(request_id, -32600, "Invalid Request: this id is already used by a request in flight")
+        if self.answers_protocol:
+            reply = await self._answer_locally(session, msg)
+            if reply is not None:
+                return reply
+        upstream = await self.ready_upstream()
+        return await self._forward(session, msg, upstream)
+
+    async def handle_notification(self, session: FrontSession, msg: Message) -> None:
+        method = msg["method"]
+        upstream = self.upstream
+        if method == "notifications/cancelled":
+            self._cancel_from_client(session, msg)
+            return
+        if self.answers_protocol and method == "notifications/initialized":
+            return  # the server was initialized once, by the gateway
+        if self.shared and method in ("notifications/roots/list_changed", "notifications/progress"):
+            self.dropped["client_notification"] += 1  # per-client facts a shared process cannot hold
+            return
+        if upstream is None:
+            self.dropped["no_upstream"] += 1
+            return
+        upstream.send(msg)
+        await upstream.drain()
+
+    async def handle_response(self, session: FrontSession, msg: Message) -> None:
+        """A client's answer to a server-initiated request: back to the server with its own id."""
+        entry = self.server_requests.get(msg["id"])
+        upstream = self.upstream
+        if entry is None or entry[1] is not session or upstream is None:
+            self.dropped["unmatched_client_response"] += 1
+            return
+        del self.server_requests[msg["id"]]
+        msg["id"] = entry[0]
+        upstream.send(msg)
+        await upstream.drain()
+
+    async def _answer_locally(self, session: FrontSession, msg: Message) -> Message | None:
+        method, request_id = msg["method"], msg["id"]
+        if method == "ping":
+            return result(request_id, {})
+        if method == "initialize":
+            return error(request_id, -32600, "Invalid Request: session is already initialized")
+        if method == "logging/setLevel":
+            level = params_of(msg).get("level")
+            if level not in LOG_LEVELS:
+                return error(request_id, InvalidParams.code, f"Invalid params: unknown log level {level!r}")
+            session.log_level = level
+            self._sync_log_level()
+            return result(request_id, {})
+        if method in ("resources/subscribe", "resources/unsubscribe"):
+            return await self._subscription(session, msg)
+        return None
+
+    async def _subscription(self, session: FrontSession, msg: Message) -> Message:
+        request_id, uri = msg["id"], params_of(msg).get("uri")
+        if not isinstance(uri, str):
+            return error(request_id, InvalidParams.code, "Invalid params: uri must be a string")
+        upstream = await self.ready_upstream()
+        if upstream.era == "modern":
+            text = "resource subscriptions to 2026-07-28 servers are not bridged yet"
+            return error(request_id, MethodNotFound.code, text)
+        if msg["method"] == "resources/unsubscribe":
+            self._unsubscribe(session, uri)
+            return result(request_id, {})
+        holders = self.subscribers.setdefault(uri, set())
+        if not holders:
+            reply = await upstream.call("resources/subscribe", {"uri": uri}, self.request_timeout)
+            if "error" in reply:
+                self.subscribers.pop(uri, None)
+                return {"jsonrpc": "2.0", "id": request_id, "error": reply["error"]}
+        holders.add(session)
+        session.subscriptions.add(uri)
+        return result(request_id, {})
+
+    def _unsubscribe(self, session: FrontSession, uri: str) -> None:
+        session.subscriptions.discard(uri)
+        holders = self.subscribers.get(uri)
+        if holders is None or session not in holders:
+            return
+        holders.discard(session)
+        if not holders:
+            del self.subscribers[uri]
+            if self.upstream is not None and self.upstream.era == "legacy":
+                self._background_call(self.upstream, "resources/unsubscribe", {"uri": uri})
+
+    async def _forward(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call:
+        call = Call(session, msg["id"], msg["method"])
+        if self.shared:
+            call.backend_id = msg["id"] = upstream.mint_id()
+        params = msg.get("params")
+        if isinstance(params, dict):
+            meta = params.get("_meta")
+            if isinstance(meta, dict) and "progressToken" in meta:
+                call.client_token = call.backend_token = meta["progressToken"]
+                if self.shared:  # the backend id is unique among in-flight requests, so is this token
+                    call.backend_token = meta["progressToken"] = call.backend_id
+                self.tokens[call.backend_token] = call
+        if upstream.era == "modern":
+            _envelope(msg, session)
+        self.calls[call.backend_id] = call
+        session.inflight[call.client_id] = call
+        call.timer = asyncio.get_running_loop().call_later(self.request_timeout, self._time_out, call)
+        try:
+            upstream.send(msg)
+            await upstream.drain()
+        except BackendExited:
+            self._finish(call)
+            raise
+        return call
+
+    def _cancel_from_client(self, session: FrontSession, msg: Message) -> None:
+        params = params_of(msg)
+        call = session.inflight.get(params.get("requestId"))  # type: ignore[arg-type]  # any JSON value may be sent
+        if call is None or call.method == "initialize":
+            self.dropped["unknown_cancel"] += 1  # finished, unknown, or never cancellable
+            return
+        self._finish(call)
+        call.outbox.finish(error(call.client_id, REQUEST_CANCELLED, "Request cancelled"))
+        if self.upstream is not None:
+            self._send_quietly(self.upstream, _cancelled(call.backend_id, params.get("reason")))
+
+    def _time_out(self, call: Call) -> None:
+        if self.calls.get(call.backend_id) is not call:
+            return
+        self._finish(call)
+        text = f"server {self.server!r} did not answer {call.method} within {self.request_timeout:g}s"
+        call.outbox.finish(error(call.client_id, BackendTimeout.code, text))
+        if self.upstream is not None:
+            self._send_quietly(self.upstream, _cancelled(call.backend_id, "timed out at the gateway"))
+
+    def _finish(self, call: Call) -> None:
+        if self.calls.get(call.backend_id) is call:
+            del self.calls[call.backend_id]
+        if call.backend_token is not None and self.tokens.get(call.backend_token) is call:
+            del self.tokens[call.backend_token]
+        if call.session.inflight.get(call.client_id) is call:
+            del call.session.inflight[call.client_id]
+        if call.timer is not None:
+            call.timer.cancel()
+
+    # -- server -> client (called from the Upstream's read loop) -----------------------------
+    def on_backend_response(self, upstream: Upstream, msg: Message) -> None:
+        call = self.calls.get(msg["id"]) if upstream is self.upstream else None
+        if call is None:
+            self.dropped["unmatched_response"] += 1  # late answer to a cancelled or timed-out call
+            return
+        self._finish(call)
+        msg["id"] = call.client_id
+        if upstream.era == "modern":
+            _to_handshake_era(msg)
+        call.outbox.finish(msg)
+
+    def on_backend_notification(self, upstream: Upstream, msg: Message) -> None:
+        method, params = msg["method"], params_of(msg)
+        if method == "notifications/progress":
+            call = self.tokens.get(params.get("progressToken"))
+            if call is None:
+                self.dropped["unmatched_progress"] += 1
+                return
+            params["progressToken"] = call.client_token
+            call.outbox.put(msg)
+        elif method.endswith("/list_changed"):
+            for session in self.sessions:
+                session.notify(msg)
+        elif method == "notifications/resources/updated":
+            uri = params.get("uri")
+            targets = self.subscribers.get(uri, set()) if self.shared and isinstance(uri, str) else self.sessions
+            for session in targets:
+                session.notify(msg)
+        elif method == "notifications/cancelled":
+            self._server_cancelled(params, msg)
+        else:  # logs and anything else: only where it can be attributed
+            self._deliver_attributed(msg, params.get("level") if method == "notifications/message" else None)
+
+    def _deliver_attributed(self, msg: Message, level: Any) -> None:
+        if len(self.calls) == 1:
+            call = next(iter(self.calls.values()))
+            if _level_passes(level, call.session.log_level):
+                call.outbox.put(msg)
+        elif not self.shared:
+            for session in self.sessions:
+                if _level_passes(level, session.log_level):
+                    session.notify(msg)
+        else:
+            self.dropped["unattributable_notification"] += 1
+
+    def _server_cancelled(self, params: dict[str, Any], msg: Message) -> None:
+        for sid, (backend_id, session) in list(self.server_requests.items()):
+            if backend_id == params.get("requestId"):
+                del self.server_requests[sid]
+                params["requestId"] = sid
+                session.notify(msg)
+                return
+
+    def on_backend_request(self, upstream: Upstream, msg: Message) -> None:
+        method, backend_id = msg["method"], msg["id"]
+        if method == "ping":
+            self._send_quietly(upstream, result(backend_id, {}))
+            return
+        target = self._originator(method, params_of(msg))
+        if target is None:
+            self.dropped["unroutable_server_request"] += 1
+            text = f"mcpmesh: {method} cannot be routed to exactly one client that supports it"
+            self._send_quietly(upstream, error(backend_id, UNROUTABLE, text))
+            return
+        client_id: RequestId = f"mcpmesh-s{next(self._server_request_ids)}" if self.shared else backend_id
+        self.server_requests[client_id] = (backend_id, target)
+        msg["id"] = client_id
+        own_calls = [c for c in self.calls.values() if c.session is target]
+        if len(own_calls) == 1:
+            own_calls[0].outbox.put(msg)  # on the stream of the request that caused it
+        else:
+            target.notify(msg)
+
+    def _originator(self, method: str, params: dict[str, Any]) -> FrontSession | None:
+        """The one session a server request can belong to, if exactly one can and may take it."""
+        active = {call.session for call in self.calls.values()}
+        if len(active) == 1:
+            session = active.pop()
+        elif not active and not self.shared and len(self.sessions) == 1:
+            session = next(iter(self.sessions))
+        else:
+            return None
+        return session if _may_receive(session, method, params) else None
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _sync_log_level(self) -> None:
+        """Set the shared server to the most verbose level any session asked for; filter per session."""
+        upstream = self.upstream
+        if not self.shared or upstream is None or upstream.era != "legacy" or "logging" not in upstream.capabilities:
+            return
+        if not any(s.log_level for s in self.sessions):
+            return
+        target = min((s.log_level or "debug" for s in self.sessions), key=LOG_LEVELS.index)
+        if target != self._backend_log_level:
+            self._backend_log_level = target
+            self._background_call(upstream, "logging/setLevel", {"level": target})
+
+    def _background_call(self, upstream: Upstream, method: str, params: dict[str, Any]) -> None:
+        async def run() -> None:
+            try:
+                reply = await upstream.call(method, params, self.request_timeout)
+            except Exception as exc:  # the server may be gone; nothing waits for this answer
+                log.info("%s: %s failed: %s", self.server, method, exc)
+                return
+            if "error" in reply:
+                log.info("%s: %s refused: %s", self.server, method, reply["error"])
+
+        self.spawn(run)
+
+    def _send_quietly(self, upstream: Upstream, msg: Message) -> None:
+        try:
+            upstream.send(msg)
+        except BackendExited:
+            pass  # the process is gone; its exit is handled by its supervisor
+
+
+def _cancelled(request_id: RequestId, reason: Any) -> Message:
+    params: dict[str, Any] = {"requestId": request_id}
+    if isinstance(reason, str):
+        params["reason"] = reason
+    return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+
+
+def _level_passes(level: Any, wanted: str | None) -> bool:
+    if wanted is None or level not in LOG_LEVELS:
+        return True
+    return LOG_LEVELS.index(level) >= LOG_LEVELS.index(wanted)
+
+
+def _may_receive(session: FrontSession, method: str, params: dict[str, Any]) -> bool:
+    if method == "sampling/createMessage":
+        return session.has_capability("sampling")
+    if method == "elicitation/create":
+        if params.get("mode") == "url":
+            return session.has_capability("elicitation", "url")
+        return session.has_capability("elicitation")
+    if method == "roots/list":
+        return session.has_capability("roots")
+    return True
+
+
+def _envelope(msg: Message, session: FrontSession) -> None:
+    """Wrap a handshake-era client's request for a 2026-07-28 server (per-request `_meta`)."""
+    params = msg.setdefault("params", {})
+    if not isinstance(params, dict):
+        return
+    meta = params.setdefault("_meta", {})
+    if not isinstance(meta, dict):
+        return
+    caps = {k: v for k, v in session.capabilities.items() if k not in _MRTR_CAPABILITIES}
+    meta.update(modern_meta(caps, session.client_info))
+    if session.log_level:
+        meta[META_LOG_LEVEL] = session.log_level
+
+
+def _to_handshake_era(msg: Message) -> None:
+    """A 2026 result a handshake-era client cannot act on becomes an error."""
+    res = msg.get("result")
+    if isinstance(res, dict) and res.get("resultType") == "input_required":
+        del msg["result"]
+        msg["error"] = {"code": -32603, "message": "server asked for client input (MRTR); not bridged yet"}

@@ -1,0 +1,310 @@
+"""Desired vs actual server processes: spawn, restart with backoff, warm spares, clean stop."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from mcpmesh.backend.upstream import Upstream
+from mcpmesh.config import MeshConfig, ServerConfig
+from mcpmesh.errors import BackendUnavailable, MeshError
+from mcpmesh.front.session import FrontSession, SessionStore
+from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
+from mcpmesh.process import ChildProcess, child_environment
+from mcpmesh.router import Call, Multiplexer
+
+EXIT_READ_GRACE = 1.0  # after exit, stdout already written is still delivered for this long
+
+log = logging.getLogger("mcpmesh.supervisor")
+
+
+class State(StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class ServerBase:
+    """What every supervised server has: config, state with reason, background task spawning."""
+
+    def __init__(self, name: str, config: ServerConfig, store: SessionStore):
+        self.name = name
+        self.config = config
+        self.store = store
+        self.state = State.STARTING
+        self.reason = "not started yet"
+        self.since = time.time()
+        self.restarts = 0
+        self.changed = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def set_state(self, state: State, reason: str) -> None:
+        if state != self.state or reason != self.reason:
+            log.log(logging.WARNING if state == State.FAILED else logging.INFO, "%s: %s (%s)", self.name, state, reason)
+        self.state, self.reason, self.since = state, reason, time.time()
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        assert self._tg is not None, "server is not running"
+        self._tg.start_soon(fn)
+
+    async def _spawn_child(self) -> ChildProcess:
+        cfg = self.config
+        env = child_environment(cfg.env, cfg.inherit_env)
+        return await ChildProcess.spawn(self.name, cfg.command, cfg.args, env, cfg.cwd, cfg.max_line_bytes)
+
+    async def _serve_until_exit(
+        self, child: ChildProcess, upstream: Upstream, on_ready: Callable[[], Awaitable[None]]
+    ) -> str:
+        """Read the child's stdout while it lives; return why it ended. Always reaps its group."""
+        try:
+            async with anyio.create_task_group() as tg:
+                done = anyio.Event()
+
+                async def read() -> None:
+                    try:
+                        await upstream.read_loop()
+                    finally:
+                        done.set()
+
+                tg.start_soon(read)
+                await on_ready()
+                code = await child.wait()
+                with anyio.move_on_after(EXIT_READ_GRACE):
+                    await done.wait()
+                tg.cancel_scope.cancel()
+            return _describe_exit(code)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await child.stop()
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def open_session(self, msg: Message) -> tuple[FrontSession, Call | Message]:
+        raise NotImplementedError
+
+    def _new_session(self, session_id: str, msg: Message, mux: Multiplexer) -> FrontSession:
+        params = params_of(msg)
+        caps, info = params.get("capabilities"), params.get("clientInfo")
+        return FrontSession(
+            id=session_id,
+            server=self.name,
+            protocol_version=negotiate_version(params.get("protocolVersion")),
+            capabilities=caps if isinstance(caps, dict) else {},
+            client_info=info if isinstance(info, dict) else {},
+            mux=mux,
+        )
+
+
+class SharedServer(ServerBase):
+    """`sharing = "shared"`: one process for every session, restarted with backoff when it exits."""
+
+    def __init__(self, name: str, config: ServerConfig, store: SessionStore):
+        super().__init__(name, config, store)
+        self.mux = Multiplexer(name, shared=True, request_timeout=config.request_timeout, spawn=self.spawn)
+        self.child: ChildProcess | None = None
+
+    async def run(self) -> None:
+        policy = self.config.restart
+        exits: deque[float] = deque()
+        delay = policy.backoff_initial
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                while True:
+                    started = time.monotonic()
+                    reason = await self._run_once()
+                    now = time.monotonic()
+                    if now - started > policy.window:
+                        delay = policy.backoff_initial  # it ran well for a while: start the backoff over
+                    exits.append(now)
+                    while exits and exits[0] < now - policy.window:
+                        exits.popleft()
+                    if len(exits) > policy.max_restarts:
+                        why = f"{reason}; {len(exits)} exits within {policy.window:g}s"
+                        self.mux.failed_reason = why
+                        self.set_state(State.FAILED, why)
+                        await anyio.sleep_forever()
+                    self.set_state(State.RESTARTING, reason)
+                    await anyio.sleep(random.uniform(delay / 2, delay))  # jitter spreads restarts out
+                    delay = min(delay * 2, policy.backoff_max)
+                    self.restarts += 1
+        finally:
+            self.set_state(State.STOPPED, "mesh stopped")
+
+    async def _run_once(self) -> str:
+        try:
+            child = await self._spawn_child()
+        except MeshError as exc:
+            return str(exc)
+        self.child = child
+        upstream = Upstream(child, self.mux)
+
+        async def handshake() -> None:
+            with anyio.fail_after(self.config.startup_timeout):
+                await upstream.handshake(self.config.startup_timeout)
+            self.mux.attach(upstream)
+            self.set_state(State.HEALTHY, f"initialized ({upstream.era} era)")
+
+        try:
+            return await self._serve_until_exit(child, upstream, handshake)
+        except (MeshError, TimeoutError) as exc:
+            return f"handshake failed: {exc or 'timed out'}"
+        finally:
+            self.mux.upstream_closed(upstream, "process exited")
+            self.child = None
+
+    async def open_session(self, msg: Message) -> tuple[FrontSession, Call | Message]:
+        session_id = self.store.new_id()
+        await self.mux.ready_upstream()
+        session = self._new_session(session_id, msg, self.mux)
+        reply = result(msg["id"], self.mux.initialize_result(params_of(msg)))
+        self.store.add(session)
+        self.mux.join(session)
+        return session, reply
+
+
+class Spare:
+    """A started, era-probed process waiting for its session."""
+
+    def __init__(self, child: ChildProcess, upstream: Upstream, mux: Multiplexer):
+        self.child, self.upstream, self.mux = child, upstream, mux
+
+
+class PerSessionServer(ServerBase):
+    """`sharing = "session"`: one process per client session, with one warm spare started ahead."""
+
+    def __init__(self, name: str, config: ServerConfig, store: SessionStore):
+        super().__init__(name, config, store)
+        send, receive = anyio.create_memory_object_stream[Spare](0)
+        self._spares_in: MemoryObjectSendStream[Spare] = send
+        self._spares_out: MemoryObjectReceiveStream[Spare] = receive
+        self.processes: set[ChildProcess] = set()
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._produce_spares()
+        finally:
+            self.set_state(State.STOPPED, "mesh stopped")
+
+    async def _produce_spares(self) -> None:
+        policy = self.config.restart
+        failures, delay = 0, policy.backoff_initial
+        while True:
+            try:
+                spare = await self._start_spare()
+            except (MeshError, TimeoutError) as exc:
+                failures += 1
+                if failures > policy.max_restarts:
+                    self.set_state(State.FAILED, f"cannot start: {exc}; {failures} failures in a row")
+                    await anyio.sleep_forever()
+                self.set_state(State.RESTARTING, f"cannot start: {exc}")
+                await anyio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, policy.backoff_max)
+                continue
+            failures, delay = 0, policy.backoff_initial
+            self.set_state(State.HEALTHY, f"warm spare ready ({spare.upstream.era} era)")
+            await self._spares_in.send(spare)
+
+    async def _start_spare(self) -> Spare:
+        child = await self._spawn_child()
+        mux = Multiplexer(self.name, shared=False, request_timeout=self.config.request_timeout, spawn=self.spawn)
+        upstream = Upstream(child, mux)
+        probed = anyio.Event()
+        self.spawn(lambda: self._lifetime(child, upstream, mux, probed))
+        try:
+            with anyio.fail_after(self.config.startup_timeout):
+                await upstream.probe(self.config.startup_timeout)
+        except BaseException:
+            self.spawn(child.stop)
+            raise
+        finally:
+            probed.set()
+        mux.attach(upstream)
+        return Spare(child, upstream, mux)
+
+    async def _lifetime(self, child: ChildProcess, upstream: Upstream, mux: Multiplexer, probed: anyio.Event) -> None:
+        self.processes.add(child)
+        try:
+            reason = await self._serve_until_exit(child, upstream, probed.wait)
+        finally:
+            self.processes.discard(child)
+            mux.upstream_closed(upstream, "process exited")
+        for session in list(mux.sessions):
+            self.store.close(session, f"server process {reason}")
+
+    async def open_session(self, msg: Message) -> tuple[FrontSession, Call | Message]:
+        session_id = self.store.new_id()
+        spare = await self._take_spare()
+        session = self._new_session(session_id, msg, spare.mux)
+        spare.mux.on_detach = lambda _session: self.spawn(spare.child.stop)
+        self.store.add(session)
+        spare.mux.join(session)
+        if spare.upstream.era == "modern":
+            return session, result(msg["id"], spare.mux.initialize_result(params_of(msg)))
+        return session, await spare.mux.handle_request(session, msg)  # the client's own handshake
+
+    async def _take_spare(self) -> Spare:
+        if self.state == State.FAILED:
+            raise BackendUnavailable(f"server {self.name!r} is unavailable: {self.reason}")
+        with anyio.move_on_after(self.config.startup_timeout):
+            while True:
+                spare = await self._spares_out.receive()
+                if not spare.upstream.closed:
+                    return spare
+        raise BackendUnavailable(f"server {self.name!r} is unavailable: {self.reason}")
+
+
+class Supervisor:
+    """Owns every configured server and the session store's expiry loop."""
+
+    def __init__(self, config: MeshConfig, store: SessionStore):
+        self.config = config
+        self.store = store
+        self.servers: dict[str, ServerBase] = {
+            name: (SharedServer if cfg.sharing == "shared" else PerSessionServer)(name, cfg, store)
+            for name, cfg in config.servers.items()
+        }
+
+    @asynccontextmanager
+    async def run(self) -> AsyncIterator[Supervisor]:
+        async with anyio.create_task_group() as tg:
+            for server in self.servers.values():
+                tg.start_soon(server.run)
+            tg.start_soon(self.store.expire_idle)
+            try:
+                yield self
+            finally:
+                self.store.close_all("mesh stopping")
+                tg.cancel_scope.cancel()
+
+    async def wait_settled(self) -> None:
+        """Until every server is healthy or failed; callers bound the wait."""
+        while pending := [s for s in self.servers.values() if s.state not in (State.HEALTHY, State.FAILED)]:
+            await pending[0].changed.wait()
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
