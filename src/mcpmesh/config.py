@@ -157,7 +157,7 @@ def _line_of(text: str, keys: list[str]) -> int | None:
     lines = text.splitlines()
     start, found = 0, None
     for key in keys:
-        pattern = re.compile(rf"""^\s*(\[+\s*)?([\w.-]+\.)?["']?{re.escape(key)}["']?\s*[\]=:]""")
+        pattern = re.compile(rf"""^\s*\[*\s*(?:[\w."'-]+\.)?["']?{re.escape(key)}["']?\s*[\].=:]""")
         for index in range(start, len(lines)):
             if pattern.search(lines[index]) or f'"{key}"' in lines[index]:
                 start, found = index + 1, index + 1

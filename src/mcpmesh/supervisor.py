@@ -198,7 +198,7 @@ class PerSessionServer(ServerBase):
 
     async def run(self) -> None:
         try:
-            async with anyio.create_task_group() as tg:
+            async with self._spares_in, self._spares_out, anyio.create_task_group() as tg:
                 self._tg = tg
                 await self._produce_spares()
         finally:

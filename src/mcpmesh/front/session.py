@@ -6,7 +6,6 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +118,6 @@ class SessionStore:
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self._sessions: dict[str, FrontSession] = {}
-        self.on_close: Callable[[FrontSession, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
