@@ -339,3 +339,20 @@ async def test_healthz_reports_the_gateway_and_each_server(http: httpx.AsyncClie
     reply = await http.get("/healthz")
     assert reply.status_code == 200
     assert reply.json()["servers"] == {"conf": "healthy"}
+
+
+async def test_hostile_ids_and_tokens_get_clear_errors_or_are_ignored_never_a_500(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    session = await open_session(http, mesh)
+    url, h = mesh.url("conf"), headers(session)
+    object_id = await http.post(url, json={"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}, headers=h)
+    assert object_id.status_code == 400 and object_id.json()["error"]["code"] == -32600
+    array_response = await http.post(url, json={"jsonrpc": "2.0", "id": [1], "result": {}}, headers=h)
+    assert array_response.status_code == 400
+    odd_cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": {"x": [1]}}}
+    assert (await http.post(url, json=odd_cancel, headers=h)).status_code == 202
+    odd_token = call(9, "tools/call", {"name": "test_simple_text", "_meta": {"progressToken": {"t": 1}}})
+    reply = await http.post(url, json=odd_token, headers=h)
+    assert reply.status_code == 200 and reply.json()["id"] == 9
+    assert (await http.post(url, json=call(10, "ping"), headers=h)).json()["result"] == {}

@@ -43,6 +43,8 @@ def check_message(obj: Any) -> Message:
             raise InvalidRequest("Invalid Request: id must be a string or an integer")
         return obj
     if "id" in obj and ("result" in obj or "error" in obj):
+        if obj["id"] is not None and not is_valid_id(obj["id"]):
+            raise InvalidRequest("Invalid Request: id must be a string or an integer")
         return obj
     raise InvalidRequest("Invalid Request: neither a request, a notification nor a response")
 
@@ -50,6 +52,15 @@ def check_message(obj: Any) -> Message:
 def is_valid_id(value: Any) -> bool:
     # bool is an int subclass in Python but never a valid JSON-RPC id; MCP forbids null.
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def as_key(value: Any) -> RequestId | None:
+    """value as a lookup key when it can be an id or a token (str or int), else None.
+
+    Ids and tokens arrive from clients and servers alike; an object or array there must never
+    reach a dict lookup (unhashable) nor match anything.
+    """
+    return value if is_valid_id(value) else None
 
 
 def is_request(msg: Message) -> bool:

@@ -20,7 +20,7 @@ import anyio
 from mcpmesh.backend.upstream import Upstream, modern_meta
 from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MethodNotFound
 from mcpmesh.front.session import FrontSession, Outbox
-from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, error, negotiate_version, params_of, result
+from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, as_key, error, negotiate_version, params_of, result
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
@@ -188,7 +188,7 @@ class Multiplexer:
 
     async def handle_response(self, session: FrontSession, msg: Message) -> None:
         """A client's answer to a server-initiated request: back to the server with its own id."""
-        entry = self.server_requests.get(msg["id"])
+        entry = self.server_requests.get(as_key(msg["id"]))  # type: ignore[arg-type]  # None matches nothing
         upstream = self.upstream
         if entry is None or entry[1] is not session or upstream is None:
             self.dropped["unmatched_client_response"] += 1
@@ -254,7 +254,7 @@ class Multiplexer:
         params = msg.get("params")
         if isinstance(params, dict):
             meta = params.get("_meta")
-            if isinstance(meta, dict) and "progressToken" in meta:
+            if isinstance(meta, dict) and as_key(meta.get("progressToken")) is not None:
                 call.client_token = call.backend_token = meta["progressToken"]
                 if self.shared:  # the backend id is unique among in-flight requests, so is this token
                     call.backend_token = meta["progressToken"] = call.backend_id
@@ -274,7 +274,7 @@ class Multiplexer:
 
     def _cancel_from_client(self, session: FrontSession, msg: Message) -> None:
         params = params_of(msg)
-        call = session.inflight.get(params.get("requestId"))  # type: ignore[arg-type]  # any JSON value may be sent
+        call = session.inflight.get(as_key(params.get("requestId")))  # type: ignore[arg-type]  # None matches nothing
         if call is None or call.method == "initialize":
             self.dropped["unknown_cancel"] += 1  # finished, unknown, or never cancellable
             return
@@ -304,7 +304,7 @@ class Multiplexer:
 
     # -- server -> client (called from the Upstream's read loop) -----------------------------
     def on_backend_response(self, upstream: Upstream, msg: Message) -> None:
-        call = self.calls.get(msg["id"]) if upstream is self.upstream else None
+        call = self.calls.get(as_key(msg["id"])) if upstream is self.upstream else None  # type: ignore[arg-type]
         if call is None:
             self.dropped["unmatched_response"] += 1  # late answer to a cancelled or timed-out call
             return
@@ -317,7 +317,7 @@ class Multiplexer:
     def on_backend_notification(self, upstream: Upstream, msg: Message) -> None:
         method, params = msg["method"], params_of(msg)
         if method == "notifications/progress":
-            call = self.tokens.get(params.get("progressToken"))
+            call = self.tokens.get(as_key(params.get("progressToken")))
             if call is None:
                 self.dropped["unmatched_progress"] += 1
                 return

@@ -21,6 +21,7 @@ from mcpmesh.jsonrpc import (
     MODERN_VERSION,
     Message,
     RequestId,
+    is_valid_id,
 )
 from mcpmesh.process import ChildProcess
 
@@ -100,12 +101,22 @@ class Upstream:
         if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
             self.child.note_dropped("not_jsonrpc")
             return
-        if "method" in msg:
-            if "id" in msg:
+        try:
+            self._route(msg)
+        except Exception:  # a routing bug must not stop this server's read loop
+            self.child.note_dropped("routing_error")
+            log.exception("%s: could not route a message", self.name)
+
+    def _route(self, msg: Message) -> None:
+        has_id = "id" in msg
+        if has_id and not is_valid_id(msg["id"]):
+            self.child.note_dropped("bad_id")
+        elif isinstance(msg.get("method"), str):
+            if has_id:
                 self.handler.on_backend_request(self, msg)
             else:
                 self.handler.on_backend_notification(self, msg)
-        elif "id" in msg and ("result" in msg or "error" in msg):
+        elif has_id and ("result" in msg or "error" in msg):
             own = self._own_calls.pop(msg["id"], None) if isinstance(msg["id"], str) else None
             if own is not None:
                 if not own.done():
