@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -20,6 +21,7 @@ from mcpmesh.errors import ConfigError
 from mcpmesh.supervisor import State, Supervisor
 
 SETTLE_TIMEOUT = 120.0  # how long `up` waits for every server before printing where things stand
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SHUTDOWN_GRACE = 3  # seconds uvicorn waits for open connections (SSE streams) before closing them
 
 
@@ -64,12 +66,20 @@ def _check_config(path: str) -> int:
 
 
 class _MeshServer(uvicorn.Server):
-    """uvicorn's server, also stopping on SIGHUP so no server process outlives a closed terminal."""
+    """uvicorn's server with our own signal handling: SIGINT, SIGTERM and SIGHUP all start the
+    graceful stop (every server process ended), and the process then exits normally instead of
+    re-raising the signal as uvicorn does. A second signal forces the exit."""
 
-    async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]  # same call, looser type
-        await super().startup(sockets)  # type: ignore[arg-type]  # uvicorn's own signature
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self.handle_exit, signal.SIGHUP, None)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
 
 
 def _up(args: argparse.Namespace) -> int:
