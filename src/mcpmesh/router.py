@@ -135,6 +135,7 @@ class Multiplexer:
 
     def join(self, session: FrontSession) -> None:
         self.sessions.add(session)
+        self._sync_log_level()  # a newcomer without a level must not be limited by others' levels
 
     def detach(self, session: FrontSession) -> None:
         """The session ended: cancel its requests, refuse its pending server requests, unsubscribe."""
@@ -247,14 +248,20 @@ class Multiplexer:
             if self.upstream is not None and self.upstream.era == "legacy":
                 self._background_call(self.upstream, "resources/unsubscribe", {"uri": uri})
 
-    async def _forward(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call:
+    async def _forward(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call | Message:
         call = Call(session, msg["id"], msg["method"])
         if self.shared:
             call.backend_id = msg["id"] = upstream.mint_id()
         params = msg.get("params")
         if isinstance(params, dict):
             meta = params.get("_meta")
-            if isinstance(meta, dict) and as_key(meta.get("progressToken")) is not None:
+            if isinstance(meta, dict) and "progressToken" in meta:
+                if as_key(meta["progressToken"]) is None:
+                    return error(
+                        call.client_id,
+                        InvalidParams.code,
+                        "Invalid params: progressToken must be a string or an integer",
+                    )
                 call.client_token = call.backend_token = meta["progressToken"]
                 if self.shared:  # the backend id is unique among in-flight requests, so is this token
                     call.backend_token = meta["progressToken"] = call.backend_id
@@ -336,12 +343,19 @@ class Multiplexer:
         else:  # logs and anything else: only where it can be attributed
             self._deliver_attributed(msg, params.get("level") if method == "notifications/message" else None)
 
+    def _sole_call(self) -> Call | None:
+        """The one request in flight on the server, if exactly one is (the gateway's own included)."""
+        upstream = self.upstream
+        if len(self.calls) != 1 or (upstream is not None and upstream.own_calls_with_side_effects):
+            return None
+        return next(iter(self.calls.values()))
+
     def _deliver_attributed(self, msg: Message, level: Any) -> None:
-        if len(self.calls) == 1:
-            call = next(iter(self.calls.values()))
+        call = self._sole_call()
+        if call is not None:
             if _level_passes(level, call.session.log_level):
                 call.outbox.put(msg)
-        elif not self.shared:
+        elif not self.shared:  # one session: what no single call owns goes to its GET stream
             for session in self.sessions:
                 if _level_passes(level, session.log_level):
                     session.notify(msg)
@@ -378,6 +392,9 @@ class Multiplexer:
 
     def _originator(self, method: str, params: dict[str, Any]) -> FrontSession | None:
         """The one session a server request can belong to, if exactly one can and may take it."""
+        upstream = self.upstream
+        if upstream is not None and upstream.own_calls_with_side_effects:
+            return None  # the gateway's own request may be what asks
         active = {call.session for call in self.calls.values()}
         if len(active) == 1:
             session = active.pop()
@@ -393,8 +410,8 @@ class Multiplexer:
         upstream = self.upstream
         if not self.shared or upstream is None or upstream.era != "legacy" or "logging" not in upstream.capabilities:
             return
-        if not any(s.log_level for s in self.sessions):
-            return
+        if not self.sessions or (self._backend_log_level is None and not any(s.log_level for s in self.sessions)):
+            return  # nobody is here, or nobody ever asked: leave the server as it is
         target = min((s.log_level or "debug" for s in self.sessions), key=LOG_LEVELS.index)
         if target != self._backend_log_level:
             self._backend_log_level = target

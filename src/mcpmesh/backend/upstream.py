@@ -27,6 +27,8 @@ from mcpmesh.process import ChildProcess
 
 Era = Literal["legacy", "modern"]
 
+# The gateway's own requests that cannot make a server emit logs or requests on someone's behalf.
+_INERT_METHODS = frozenset({"ping", "server/discover"})
 PROBE_TIMEOUT = 10.0  # a handshake-era server answers an unknown method at once; silence means legacy
 GATEWAY_INFO = {"name": "mcpmesh", "version": __version__}
 # What the gateway declares to a handshake-era backend: it can route these to the one client that
@@ -57,6 +59,8 @@ class Upstream:
         self._ids = itertools.count(1)
         self._own_prefix = f"mcpmesh-{secrets.token_hex(4)}-"
         self._own_calls: dict[str, asyncio.Future[Message]] = {}
+        # While one of these is in flight, what the server emits may be caused by the gateway.
+        self.own_calls_with_side_effects = 0
 
     # -- ids ---------------------------------------------------------------------------------
     def mint_id(self) -> int:
@@ -132,6 +136,8 @@ class Upstream:
         request_id = f"{self._own_prefix}{next(self._ids)}"
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._own_calls[request_id] = future
+        side_effects = method not in _INERT_METHODS
+        self.own_calls_with_side_effects += side_effects
         try:
             self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
             await self.drain()
@@ -140,6 +146,7 @@ class Upstream:
             raise BackendTimeout(f"server {self.name!r} did not answer {method} in {timeout:g}s") from exc
         finally:
             self._own_calls.pop(request_id, None)
+            self.own_calls_with_side_effects -= side_effects
 
     def owns(self, request_id: RequestId) -> bool:
         return isinstance(request_id, str) and request_id.startswith(self._own_prefix)
