@@ -93,14 +93,26 @@ async def running_mesh(servers: dict[str, dict[str, Any]], **mesh: Any) -> Async
         )
     )
     the_mesh: Mesh = app.state.mesh
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server._serve)  # serve() minus its signal capture: pytest owns the signals
-        with anyio.fail_after(60):
-            while not server.started:  # noqa: ASYNC110  # uvicorn offers no startup event
-                await anyio.sleep(0.01)
-            await the_mesh.supervisor.wait_settled()
-        port = server.servers[0].sockets[0].getsockname()[1]
+    stopped = anyio.Event()
+
+    async def serve() -> None:
         try:
+            await server._serve()  # serve() minus its signal capture: pytest owns the signals
+        finally:
+            stopped.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        try:
+            with anyio.fail_after(60):
+                while not server.started:  # noqa: ASYNC110  # uvicorn offers no startup event
+                    await anyio.sleep(0.01)
+                await the_mesh.supervisor.wait_settled()
+            port = server.servers[0].sockets[0].getsockname()[1]
             yield RunningMesh(the_mesh, f"http://127.0.0.1:{port}", port)
         finally:
+            # Shut uvicorn down its own way even when the test failed, so nothing leaks into the next test.
+            the_mesh.store.close_all("test finished")
             server.should_exit = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                await stopped.wait()

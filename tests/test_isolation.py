@@ -529,7 +529,10 @@ async def test_a_session_that_ends_mid_call_cancels_only_its_own_call_on_the_sha
         await doomed.started()
         await survivor.started()
         await a.delete()
-        assert (await doomed.result()).messages == [progress("t", 0, "a started")]  # ended, nothing foreign
+        assert (await doomed.result()).messages == [  # ended with the reason, nothing foreign
+            progress("t", 0, "a started"),
+            {"jsonrpc": "2.0", "id": 1, "error": {"code": -32603, "message": "session ended: deleted by the client"}},
+        ]
         state = await swarm.state()
         assert state["cancelled"] == ["a"] and len(state["cancel_requests"]) == 1, state
         await b.call(b.next_id(), "release", {"key": "b"})

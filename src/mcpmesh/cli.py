@@ -8,8 +8,9 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 import anyio
 import uvicorn
@@ -70,6 +71,14 @@ class _MeshServer(uvicorn.Server):
     graceful stop (every server process ended), and the process then exits normally instead of
     re-raising the signal as uvicorn does. A second signal forces the exit."""
 
+    on_stop: Callable[[], None] = staticmethod(lambda: None)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Sessions end first, so open streams close and calls in flight get an answer before
+        # uvicorn waits for connections to finish.
+        self.on_stop()
+        super().handle_exit(sig, frame)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
@@ -109,6 +118,7 @@ def _up(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
         )
     )
+    server.on_stop = lambda: app.state.mesh.store.close_all("mesh stopping")
     server.run()
     return 0 if server.started else 1
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -17,6 +18,10 @@ from mcpmesh.errors import SpawnError
 
 ENV_ALLOWLIST = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
 """Variables a server inherits from mcpmesh; everything else must be configured (as the SDK does)."""
+
+MARKER_VARIABLE = "MCPMESH_SERVER"
+"""Set in every server's environment (name and a random tag) and inherited by its descendants, so
+that the stop sequence can find every process a server started."""
 
 STDIN_CLOSE_GRACE = 2.0  # a well-behaved server exits on stdin EOF (the portable shutdown signal)
 SIGTERM_GRACE = 2.0  # time to clean up after SIGTERM before the group is killed
@@ -50,9 +55,18 @@ def resolve_command(command: str, env: Mapping[str, str]) -> str:
 class ChildProcess:
     """A spawned server with its pipes; owns nothing else. Use `stop()` to end it."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, max_line_bytes: int):
+    def __init__(
+        self,
+        name: str,
+        proc: asyncio.subprocess.Process,
+        max_line_bytes: int,
+        exited: asyncio.Event,
+        marker: str,
+    ):
         self.name = name
         self.proc = proc
+        self._exited = exited
+        self._marker = marker.encode()
         self.pid = proc.pid
         self.max_line_bytes = max_line_bytes
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -71,22 +85,25 @@ class ChildProcess:
         max_line_bytes: int,
     ) -> ChildProcess:
         program = resolve_command(command, env)
+        marker = f"{name}:{secrets.token_hex(8)}"
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ExitAwareProtocol(READ_CHUNK, loop),
                 program,
                 *args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=dict(env),
+                env={**env, MARKER_VARIABLE: marker},
                 cwd=cwd,
                 start_new_session=True,  # own process group: the stop sequence reaches wrappers' children
-                limit=READ_CHUNK,
             )
         except OSError as exc:
             raise SpawnError(f"cannot start {program}: {exc.strerror or exc}") from exc
+        proc = asyncio.subprocess.Process(transport, protocol, loop)
         log.info("spawned %s pid=%d argv=%s", name, proc.pid, [program, *args])
-        return cls(name, proc, max_line_bytes)
+        return cls(name, proc, max_line_bytes, protocol.exited, marker)
 
     @property
     def returncode(self) -> int | None:
@@ -155,7 +172,12 @@ class ChildProcess:
             self._server_log.info("%s", text)
 
     async def wait(self) -> int:
-        return await self.proc.wait()
+        """The exit code once the process has exited, even while a descendant holds its pipes
+        (asyncio's own `Process.wait()` waits for the pipes to close too)."""
+        await self._exited.wait()
+        code = self.proc.returncode
+        assert code is not None
+        return code
 
     async def stop(self) -> int:
         """Close stdin, wait; SIGTERM the group, wait; SIGKILL the group and any escaped descendant."""
@@ -167,13 +189,14 @@ class ChildProcess:
         if code is None:
             _signal_group(self.pid, signal.SIGTERM)
             code = await self._wait_for(SIGTERM_GRACE)
-        # Even after a clean exit, children left in the group (or that setsid'd away) are ended.
+        # Even after a clean exit, children left in the group, or that setsid'd away and were
+        # re-parented when their parent died, are ended: found by group, by tree, and by marker.
         _signal_group(self.pid, signal.SIGKILL)
-        for pid in descendants | _descendants(self.pid):
+        for pid in descendants | _descendants(self.pid) | _marked(self._marker):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         if code is None:
-            code = await self.proc.wait()
+            code = await self.wait()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(self._stderr_task, 1.0)
         log.info("stopped %s pid=%d code=%s", self.name, self.pid, code)
@@ -185,9 +208,21 @@ class ChildProcess:
 
     async def _wait_for(self, seconds: float) -> int | None:
         try:
-            return await asyncio.wait_for(asyncio.shield(self.proc.wait()), seconds)
+            return await asyncio.wait_for(asyncio.shield(self.wait()), seconds)
         except TimeoutError:
             return None
+
+
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol, plus an event set the moment the process exits."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop):
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -195,16 +230,32 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _marked(marker: bytes) -> set[int]:
+    """Processes whose environment carries this server's marker: its descendants wherever they
+    went (a daemonizing grandchild leaves the group and, once orphaned, the tree)."""
+    wanted = MARKER_VARIABLE.encode() + b"=" + marker
+    found: set[int] = set()
+    for entry in _proc_entries():
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if wanted in f.read().split(b"\0"):
+                    found.add(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def _proc_entries() -> list[str]:
+    try:
+        return [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return []
+
+
 def _descendants(root: int) -> set[int]:
     """All live descendants of root, from /proc (Linux); empty elsewhere."""
     children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return set()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for entry in _proc_entries():
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 stat = f.read()

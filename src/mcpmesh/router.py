@@ -24,6 +24,7 @@ from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, as_key, error, n
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
+SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
 UNROUTABLE = -32601  # answered to a server request no single capable client can take
 READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
 # Client capabilities a 2026-07-28 server could only use through MRTR, which is not bridged here.
@@ -137,13 +138,13 @@ class Multiplexer:
         self.sessions.add(session)
         self._sync_log_level()  # a newcomer without a level must not be limited by others' levels
 
-    def detach(self, session: FrontSession) -> None:
+    def detach(self, session: FrontSession, reason: str) -> None:
         """The session ended: cancel its requests, refuse its pending server requests, unsubscribe."""
         self.sessions.discard(session)
         upstream = self.upstream
         for call in list(session.inflight.values()):
             self._finish(call)
-            call.outbox.finish()
+            call.outbox.finish(error(call.client_id, SESSION_ENDED, f"session ended: {reason}"))
             if upstream is not None and self.shared:
                 self._send_quietly(upstream, _cancelled(call.backend_id, "client session ended"))
         for sid, (backend_id, owner) in list(self.server_requests.items()):

@@ -18,7 +18,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mcpmesh.backend.upstream import Upstream
 from mcpmesh.config import MeshConfig, ServerConfig
-from mcpmesh.errors import BackendUnavailable, MeshError
+from mcpmesh.errors import BackendUnavailable, MeshError, SpawnError
 from mcpmesh.front.session import FrontSession, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
 from mcpmesh.process import ChildProcess, child_environment
@@ -82,7 +82,11 @@ class ServerBase:
                         done.set()
 
                 tg.start_soon(read)
-                await on_ready()
+                try:
+                    await on_ready()
+                except (MeshError, TimeoutError) as exc:  # raised here, not out of the task group
+                    tg.cancel_scope.cancel()
+                    return f"handshake failed: {exc or 'timed out'}"
                 code = await child.wait()
                 with anyio.move_on_after(EXIT_READ_GRACE):
                     await done.wait()
@@ -163,8 +167,6 @@ class SharedServer(ServerBase):
 
         try:
             return await self._serve_until_exit(child, upstream, handshake)
-        except (MeshError, TimeoutError) as exc:
-            return f"handshake failed: {exc or 'timed out'}"
         finally:
             self.mux.upstream_closed(upstream, "process exited")
             self.child = None
@@ -232,8 +234,13 @@ class PerSessionServer(ServerBase):
         try:
             with anyio.fail_after(self.config.startup_timeout):
                 await upstream.probe(self.config.startup_timeout)
-        except BaseException:
+        except (MeshError, TimeoutError) as exc:
+            code: int | None = None
+            with anyio.move_on_after(EXIT_READ_GRACE):
+                code = await child.wait()
             self.spawn(child.stop)
+            if code is not None:
+                raise SpawnError(f"{_describe_exit(code)} before answering") from exc
             raise
         finally:
             probed.set()

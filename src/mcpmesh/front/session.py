@@ -144,7 +144,7 @@ class SessionStore:
         if self._sessions.pop(session.id, None) is None:
             return
         session.closed = True
-        session.mux.detach(session)
+        session.mux.detach(session, reason)
         if session.stream is not None:
             session.stream.finish()
         log.info("session closed %s on %s (%s)", session.id[:8], session.server, reason)
