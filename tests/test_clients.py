@@ -10,7 +10,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import everything_server, node_module, running_mesh, time_server
+from tests.conftest import conformance_server, everything_server, node_module, running_mesh, time_server
 
 pytestmark = pytest.mark.anyio
 
@@ -73,3 +73,31 @@ async def test_inspector_cli_lists_tools_through_the_mesh() -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     names = {tool["name"] for tool in json.loads(proc.stdout)["tools"]}
     assert names == {"get_current_time", "convert_time"}
+
+
+async def test_sdk_client_in_every_mode_on_every_kind_of_server_at_once() -> None:
+    """auto (which picks 2026-07-28 here), 2026-07-28 and legacy clients, concurrently, on a 2026-era
+    server (mcp-server-time), a handshake-era one (server-everything) and the conformance fixture."""
+    servers = {"time": time_server(), "everything": everything_server(), "fixture": conformance_server()}
+    calls = {
+        "time": ("get_current_time", {"timezone": "UTC"}, '"timezone": "UTC"'),
+        "everything": ("echo", {"message": "m"}, "Echo: m"),
+        "fixture": ("test_simple_text", {}, "This is a simple text response for testing."),
+    }
+    seen: dict[tuple[str, str], str] = {}
+    async with running_mesh(servers) as mesh:
+
+        async def use(server: str, mode: str) -> None:
+            tool, args, expected = calls[server]
+            async with mcp.Client(mesh.url(server), mode=mode) as client:  # type: ignore[arg-type]
+                assert tool in {t.name for t in (await client.list_tools()).tools}
+                text = (await client.call_tool(tool, args)).content[0].text  # type: ignore[union-attr]
+                assert expected in text
+                seen[(server, mode)] = text
+
+        async with anyio.create_task_group() as tg:
+            for server in servers:
+                for mode in ("auto", "2026-07-28", "legacy"):
+                    tg.start_soon(use, server, mode)
+        assert len(seen) == 9
+        assert len(mesh.mesh.store) == 0  # every legacy session was closed by its client

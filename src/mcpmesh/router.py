@@ -19,6 +19,7 @@ import anyio
 
 from mcpmesh.backend.upstream import Upstream, modern_meta
 from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MethodNotFound
+from mcpmesh.front.modern import modernize_reply, strip_envelope
 from mcpmesh.front.session import FrontSession, Outbox
 from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, as_key, error, negotiate_version, params_of, result
 
@@ -116,8 +117,8 @@ class Multiplexer:
         return self.upstream
 
     # -- sessions ----------------------------------------------------------------------------
-    def initialize_result(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The InitializeResult the gateway gives a client, from what the server declared."""
+    def advertised_capabilities(self) -> dict[str, Any]:
+        """What the server declared, less what the gateway cannot serve through it."""
         upstream = self.upstream
         assert upstream is not None
         caps = {k: (dict(v) if isinstance(v, dict) else v) for k, v in upstream.capabilities.items()}
@@ -125,9 +126,15 @@ class Multiplexer:
             caps.pop("tasks", None)  # task ids are not yet bound to the client that created them
         if upstream.era == "modern" and isinstance(caps.get("resources"), dict):
             caps["resources"].pop("subscribe", None)  # subscriptions/listen is not bridged yet
+        return caps
+
+    def initialize_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The InitializeResult the gateway gives a client, from what the server declared."""
+        upstream = self.upstream
+        assert upstream is not None
         reply: dict[str, Any] = {
             "protocolVersion": negotiate_version(params.get("protocolVersion")),
-            "capabilities": caps,
+            "capabilities": self.advertised_capabilities(),
             "serverInfo": upstream.server_info,
         }
         if isinstance(upstream.server_result.get("instructions"), str):
@@ -267,8 +274,10 @@ class Multiplexer:
                 if self.shared:  # the backend id is unique among in-flight requests, so is this token
                     call.backend_token = meta["progressToken"] = call.backend_id
                 self.tokens[call.backend_token] = call
-        if upstream.era == "modern":
+        if upstream.era == "modern" and not session.modern:
             _envelope(msg, session)
+        elif upstream.era == "legacy" and session.modern:
+            strip_envelope(msg)
         self.calls[call.backend_id] = call
         session.inflight[call.client_id] = call
         call.timer = asyncio.get_running_loop().call_later(self.request_timeout, self._time_out, call)
@@ -286,10 +295,16 @@ class Multiplexer:
         if call is None or call.method == "initialize":
             self.dropped["unknown_cancel"] += 1  # finished, unknown, or never cancellable
             return
+        self.cancel(call, params.get("reason"))
+
+    def cancel(self, call: Call, reason: Any) -> None:
+        """End a call the client gave up on: the server is told, and nothing more is sent for it."""
+        if self.calls.get(call.backend_id) is not call:
+            return  # already answered, timed out or failed
         self._finish(call)
         call.outbox.finish(error(call.client_id, REQUEST_CANCELLED, "Request cancelled"))
         if self.upstream is not None:
-            self._send_quietly(self.upstream, _cancelled(call.backend_id, params.get("reason")))
+            self._send_quietly(self.upstream, _cancelled(call.backend_id, reason))
 
     def _time_out(self, call: Call) -> None:
         if self.calls.get(call.backend_id) is not call:
@@ -318,8 +333,10 @@ class Multiplexer:
             return
         self._finish(call)
         msg["id"] = call.client_id
-        if upstream.era == "modern":
+        if upstream.era == "modern" and not call.session.modern:
             _to_handshake_era(msg)
+        elif upstream.era == "legacy" and call.session.modern:
+            modernize_reply(msg, call.method, upstream.server_info)
         call.outbox.finish(msg)
 
     def on_backend_notification(self, upstream: Upstream, msg: Message) -> None:
@@ -354,7 +371,7 @@ class Multiplexer:
     def _deliver_attributed(self, msg: Message, level: Any) -> None:
         call = self._sole_call()
         if call is not None:
-            if _level_passes(level, call.session.log_level):
+            if level is None or _wants_log(call.session, level):
                 call.outbox.put(msg)
         elif not self.shared:  # one session: what no single call owns goes to its GET stream
             for session in self.sessions:
@@ -444,6 +461,13 @@ def _cancelled(request_id: RequestId, reason: Any) -> Message:
     return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
 
 
+def _wants_log(session: FrontSession, level: Any) -> bool:
+    """Logs reach a 2026 client only on a request that asked for them (`_meta` logLevel)."""
+    if session.modern and session.log_level is None:
+        return False
+    return _level_passes(level, session.log_level)
+
+
 def _level_passes(level: Any, wanted: str | None) -> bool:
     if wanted is None or level not in LOG_LEVELS:
         return True
@@ -451,6 +475,8 @@ def _level_passes(level: Any, wanted: str | None) -> bool:
 
 
 def _may_receive(session: FrontSession, method: str, params: dict[str, Any]) -> bool:
+    if session.modern:
+        return False  # a 2026 client never receives requests; input-required results are not bridged yet
     if method == "sampling/createMessage":
         return session.has_capability("sampling")
     if method == "elicitation/create":

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive
 
 from mcpmesh.errors import HttpError, JsonRpcError
-from mcpmesh.jsonrpc import error
+from mcpmesh.front.session import Outbox
+from mcpmesh.jsonrpc import Message, error
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # let reverse proxies stream events as they come
     "Connection": "keep-alive",
 }
+
+
+SSE_KEEPALIVE = b": keep-alive\n\n"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -43,4 +49,52 @@ def sse_event(msg: Any) -> bytes:
     return b"event: message\ndata: " + orjson.dumps(msg) + b"\n\n"
 
 
-SSE_KEEPALIVE = b": keep-alive\n\n"
+async def first_or_disconnect(outbox: Outbox, receive: Receive, seconds: float) -> tuple[Message | None, bool]:
+    """The first message for a request (None if none within `seconds`, or if the outbox closed
+    empty), and whether the client disconnected while we waited."""
+    got: list[Message | None] = []
+    gone = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        with anyio.move_on_after(seconds):
+            got.append(await outbox.get())
+        tg.cancel_scope.cancel()
+    return (got[0] if got else None), gone
+
+
+async def sse_events(
+    outbox: Outbox,
+    first: Message | None,
+    keepalive: float,
+    on_close: Callable[[], None] | None = None,
+    on_abandon: Callable[[], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """An outbox as SSE events with keep-alive comments. `on_abandon` runs when the client goes
+    away before the stream's last message; `on_close` runs whenever the stream ends."""
+    finished = False
+    try:
+        if first is not None:
+            yield sse_event(first)
+        while True:
+            with anyio.move_on_after(keepalive) as idle:
+                msg = await outbox.get()
+            if idle.cancelled_caught:
+                yield SSE_KEEPALIVE
+                continue
+            if msg is None:
+                finished = True
+                return
+            yield sse_event(msg)
+    finally:
+        if not finished and on_abandon is not None:
+            on_abandon()
+        if on_close is not None:
+            on_close()

@@ -1,13 +1,15 @@
-"""DNS-rebinding protection: Host and Origin checks in front of every route."""
+"""What every request must pass before MCP processing: Host and Origin (DNS rebinding), the
+media types a POST must name, and the body cap."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mcpmesh.errors import ForbiddenOrigin, HttpError, MisdirectedHost
+from mcpmesh.errors import BodyTooLarge, ForbiddenOrigin, HttpError, MisdirectedHost, NotAcceptable, UnsupportedMedia
 from mcpmesh.front.responses import http_error
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -67,3 +69,30 @@ class HostOriginGuard:
             return True
         parts = urlsplit(origin)
         return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_NAMES
+
+
+def check_post_headers(request: Request) -> None:
+    """A POST must accept both JSON and SSE replies and carry a JSON body (406 / 415)."""
+    if not (accepts(request, "application/json") and accepts(request, "text/event-stream")):
+        raise NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMedia("Unsupported Media Type: Content-Type must be application/json")
+
+
+def accepts(request: Request, media_type: str) -> bool:
+    header = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == media_type for part in header.split(","))
+
+
+async def read_capped_body(request: Request, cap: int) -> bytes:
+    """The whole body, or 413 as soon as it is known to exceed the cap (declared or streamed)."""
+    too_large = BodyTooLarge(f"Payload Too Large: request bodies are limited to {cap} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise too_large
+    return bytes(body)

@@ -81,6 +81,7 @@ class FrontSession:
     last_active: float = field(default_factory=time.monotonic)
     closed: bool = False
     dropped: int = 0  # messages for the GET stream that found none open
+    modern: bool = False  # a 2026-07-28 request: no session, everything in its `_meta`
 
     def touch(self) -> None:
         self.last_active = time.monotonic()

@@ -1,8 +1,8 @@
-"""MCP Streamable HTTP (2025-03-26, 2025-06-18, 2025-11-25) at /servers/<name>/mcp."""
+"""MCP Streamable HTTP at /servers/<name>/mcp: sessions for 2025-03-26 ... 2025-11-25 clients here;
+2026-07-28 requests (chosen per request by MCP-Protocol-Version) go to the stateless handler."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -12,26 +12,24 @@ from starlette.types import Receive, Scope, Send
 
 from mcpmesh.config import MeshSettings
 from mcpmesh.errors import (
-    BadProtocolVersion,
-    BodyTooLarge,
     HttpError,
     InvalidRequest,
     JsonRpcError,
     MethodNotAllowed,
     NotAcceptable,
     SessionRequired,
-    UnsupportedMedia,
 )
 from mcpmesh.front.responses import (
-    SSE_KEEPALIVE,
     accepted,
     http_error,
     json_response,
     rpc_error,
-    sse_event,
+    sse_events,
     sse_response,
 )
-from mcpmesh.front.session import FrontSession, Outbox, SessionStore
+from mcpmesh.front.security import accepts, check_post_headers, read_capped_body
+from mcpmesh.front.session import FrontSession, SessionStore
+from mcpmesh.front.stateless import StatelessEndpoint
 from mcpmesh.jsonrpc import LEGACY_VERSIONS, Message, check_message, error, parse
 from mcpmesh.router import Call
 from mcpmesh.supervisor import ServerBase, Supervisor
@@ -48,13 +46,17 @@ class StreamableHttpEndpoint:
         self.supervisor = supervisor
         self.store = store
         self.settings = settings
+        self.stateless = StatelessEndpoint(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
             server = self.supervisor.servers.get(request.path_params["name"])
+            version = request.headers.get(VERSION_HEADER)
             if server is None:
                 response = json_response(error(None, -32600, "Not Found: no such server"), 404)
+            elif version is not None and version not in LEGACY_VERSIONS:
+                response = await self.stateless.handle(request, server)  # 2026-07-28 (or newer): no session
             elif request.method == "POST":
                 response = await self._post(request, server)
             elif request.method == "GET":
@@ -71,12 +73,8 @@ class StreamableHttpEndpoint:
 
     # -- POST --------------------------------------------------------------------------------
     async def _post(self, request: Request, server: ServerBase) -> Response:
-        accept = request.headers.get("accept", "")
-        if not (_accepts(accept, "application/json") and _accepts(accept, "text/event-stream")):
-            raise NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            raise UnsupportedMedia("Unsupported Media Type: Content-Type must be application/json")
-        body = parse(await self._read_body(request))
+        check_post_headers(request)
+        body = parse(await read_capped_body(request, self.settings.max_body_bytes))
         if isinstance(body, list):
             return await self._batch(request, server, body)
         msg = check_message(body)
@@ -90,19 +88,6 @@ class StreamableHttpEndpoint:
             await session.mux.handle_notification(session, msg)
             return accepted()
         return await self._reply(await session.mux.handle_request(session, msg))
-
-    async def _read_body(self, request: Request) -> bytes:
-        cap = self.settings.max_body_bytes
-        too_large = BodyTooLarge(f"Payload Too Large: request bodies are limited to {cap} bytes")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
-            raise too_large
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > cap:
-                raise too_large
-        return bytes(body)
 
     async def _initialize(self, server: ServerBase, msg: Message) -> Response:
         session, reply = await server.open_session(msg)
@@ -125,24 +110,7 @@ class StreamableHttpEndpoint:
                 return json_response(error(reply.client_id, ENDED_WITHOUT_REPLY, "request ended without a response"))
             if outbox.closed and "method" not in first and outbox.empty():
                 return json_response(first)
-        return sse_response(self._events(outbox, first))
-
-    async def _events(self, outbox: Outbox, first: Message | None, on_close: Any = None) -> AsyncIterator[bytes]:
-        try:
-            if first is not None:
-                yield sse_event(first)
-            while True:
-                with anyio.move_on_after(self.settings.keepalive_interval) as idle:
-                    msg = await outbox.get()
-                if idle.cancelled_caught:
-                    yield SSE_KEEPALIVE
-                    continue
-                if msg is None:
-                    return
-                yield sse_event(msg)
-        finally:
-            if on_close is not None:
-                on_close()
+        return sse_response(sse_events(outbox, first, self.settings.keepalive_interval))
 
     async def _batch(self, request: Request, server: ServerBase, items: list[Any]) -> Response:
         """JSON-RPC batches, accepted only on sessions that negotiated 2025-03-26."""
@@ -170,11 +138,12 @@ class StreamableHttpEndpoint:
 
     # -- GET / DELETE ------------------------------------------------------------------------
     def _get(self, request: Request, server: ServerBase) -> Response:
-        if not _accepts(request.headers.get("accept", ""), "text/event-stream"):
+        if not accepts(request, "text/event-stream"):
             raise NotAcceptable("Not Acceptable: Accept must list text/event-stream")
         session = self._session(request, server)
         outbox = session.open_stream()
-        return sse_response(self._events(outbox, None, lambda: session.close_stream(outbox)))
+        close = lambda: session.close_stream(outbox)  # noqa: E731  # a named one-liner reads best here
+        return sse_response(sse_events(outbox, None, self.settings.keepalive_interval, on_close=close))
 
     def _delete(self, request: Request, server: ServerBase) -> Response:
         session = self._session(request, server)
@@ -183,19 +152,12 @@ class StreamableHttpEndpoint:
 
     # -- helpers -----------------------------------------------------------------------------
     def _session(self, request: Request, server: ServerBase) -> FrontSession:
-        version = request.headers.get(VERSION_HEADER)
-        if version is not None and version not in LEGACY_VERSIONS:
-            raise BadProtocolVersion(f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             raise SessionRequired("Bad Request: Mcp-Session-Id header is required")
         session = self.store.get(session_id, server.name)
         session.touch()
         return session
-
-
-def _accepts(header: str, media_type: str) -> bool:
-    return any(part.split(";")[0].strip().lower() == media_type for part in header.split(","))
 
 
 async def _final_response(call: Call) -> Message:

@@ -1,0 +1,112 @@
+"""2026-07-28 requests on /servers/<name>/mcp: stateless, POST only, each one self-describing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mcpmesh.config import MeshSettings
+from mcpmesh.errors import InvalidRequest, MethodNotAllowed
+from mcpmesh.front.modern import Rejection, discover_result, status_for, validate_request
+from mcpmesh.front.responses import accepted, first_or_disconnect, json_response, sse_events, sse_response
+from mcpmesh.front.security import check_post_headers, read_capped_body
+from mcpmesh.front.session import FrontSession
+from mcpmesh.jsonrpc import (
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_LOG_LEVEL,
+    MODERN_VERSION,
+    Message,
+    check_message,
+    error,
+    params_of,
+    parse,
+    result,
+)
+from mcpmesh.router import LOG_LEVELS, Call, Multiplexer
+from mcpmesh.supervisor import ServerBase, SharedServer
+
+CLOSED_BY_CLIENT = "the client closed the response stream"
+
+
+class StatelessEndpoint:
+    """Serves one 2026-07-28 request at a time: no session is minted or honoured."""
+
+    def __init__(self, settings: MeshSettings):
+        self.settings = settings
+
+    async def handle(self, request: Request, server: ServerBase) -> Response:
+        if request.method != "POST":
+            raise MethodNotAllowed("Method Not Allowed: 2026-07-28 requests are POST only", {"Allow": "POST"})
+        check_post_headers(request)
+        body = parse(await read_capped_body(request, self.settings.max_body_bytes))
+        if not isinstance(body, dict):
+            raise InvalidRequest("Invalid Request: 2026-07-28 takes a single JSON-RPC object, not a batch")
+        msg = check_message(body)
+        if "method" not in msg:
+            raise InvalidRequest("Invalid Request: a 2026-07-28 client does not send responses")
+        if "id" not in msg:
+            return accepted()  # 2026-07-28 defines no client notifications over HTTP: acknowledged, not sent on
+        try:
+            validate_request(msg, request.headers, request.scope["headers"])
+        except Rejection as exc:
+            return json_response(error(msg["id"], exc.code, exc.message, exc.data), exc.status)
+        if not isinstance(server, SharedServer):
+            # No 2026 error body: a dual-era client falls back to the initialize handshake, which
+            # gives it the process of its own that `sharing = "session"` promises.
+            text = f"server {server.name!r} runs one process per session: use the initialize handshake"
+            return json_response(error(msg["id"], -32600, text), 400)
+        return await self._dispatch(request, server.mux, msg)
+
+    async def _dispatch(self, request: Request, mux: Multiplexer, msg: Message) -> Response:
+        if msg["method"] == "server/discover":
+            upstream = await mux.ready_upstream()
+            info = discover_result(
+                mux.advertised_capabilities(), upstream.server_info, upstream.server_result.get("instructions")
+            )
+            return json_response(result(msg["id"], info))
+        reply = await mux.handle_request(_caller(mux, msg), msg)
+        if isinstance(reply, dict):
+            return _json(reply)
+        return await self._stream(request, mux, reply)
+
+    async def _stream(self, request: Request, mux: Multiplexer, call: Call) -> Response:
+        """JSON when the response comes first, else SSE; closing either cancels the request."""
+        first, gone = await first_or_disconnect(call.outbox, request.receive, self.settings.keepalive_interval)
+        if gone:
+            mux.cancel(call, CLOSED_BY_CLIENT)
+            return Response(status_code=204)  # nobody is listening any more
+        if first is not None and "method" not in first and call.outbox.closed and call.outbox.empty():
+            return _json(first)
+        return sse_response(
+            sse_events(
+                call.outbox,
+                first,
+                self.settings.keepalive_interval,
+                on_abandon=lambda: mux.cancel(call, CLOSED_BY_CLIENT),
+            )
+        )
+
+
+def _caller(mux: Multiplexer, msg: Message) -> FrontSession:
+    """A stand-in session for one stateless request, built from its `_meta` envelope."""
+    meta: dict[str, Any] = params_of(msg)["_meta"]
+    info = meta.get(META_CLIENT_INFO)
+    level = meta.get(META_LOG_LEVEL)
+    return FrontSession(
+        id="",
+        server=mux.server,
+        protocol_version=MODERN_VERSION,
+        capabilities=meta[META_CLIENT_CAPABILITIES],
+        client_info=info if isinstance(info, dict) else {},
+        mux=mux,
+        log_level=level if level in LOG_LEVELS else None,
+        modern=True,
+    )
+
+
+def _json(reply: Message) -> Response:
+    err = reply.get("error")
+    return json_response(reply, status_for(err["code"]) if isinstance(err, dict) else 200)

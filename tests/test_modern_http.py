@@ -1,0 +1,241 @@
+"""2026-07-28 requests on the same endpoint (MCP-NOTES §2.2, §9 items 20-29), over raw HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh
+
+pytestmark = pytest.mark.anyio
+
+V = "2026-07-28"
+CAPS_META = {"io.modelcontextprotocol/protocolVersion": V, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def request(request_id: Any, method: str, params: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    body = dict(params or {})
+    body["_meta"] = {**CAPS_META, **meta}
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": body}
+
+
+def headers(msg: dict[str, Any], **override: str | None) -> dict[str, str]:
+    h: dict[str, str | None] = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": V,
+        "Mcp-Method": msg["method"],
+    }
+    name = msg["params"].get("name", msg["params"].get("uri"))
+    if name is not None:
+        h["Mcp-Name"] = name
+    h.update(override)
+    return {k: v for k, v in h.items() if v is not None}
+
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[RunningMesh]:
+    servers = {"conf": conformance_server(), "iso": fixture_server("isolation_server.py")}
+    async with running_mesh(servers) as m:
+        yield m
+
+
+@pytest.fixture
+async def http(mesh: RunningMesh) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=mesh.base_url, timeout=20) as client:
+        yield client
+
+
+async def post(http: httpx.AsyncClient, url: str, msg: dict[str, Any], **override: str | None) -> httpx.Response:
+    return await http.post(url, content=orjson.dumps(msg), headers=headers(msg, **override))
+
+
+def error_of(reply: httpx.Response) -> dict[str, Any]:
+    body = reply.json()
+    assert "result" not in body, body
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def test_get_and_delete_get_405_allowing_only_post(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    for method in ("GET", "DELETE"):
+        reply = await http.request(method, mesh.url("conf"), headers={"MCP-Protocol-Version": V, "Accept": "*/*"})
+        assert reply.status_code == 405 and reply.headers["allow"] == "POST"
+
+
+async def test_missing_envelope_fields_get_400_invalid_params(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    no_meta = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    reply = await post(http, mesh.url("conf"), no_meta)
+    assert reply.status_code == 400 and error_of(reply)["code"] == -32602
+    no_caps = request(2, "tools/list")
+    del no_caps["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"]
+    reply = await post(http, mesh.url("conf"), no_caps)
+    assert reply.status_code == 400 and error_of(reply)["code"] == -32602
+    assert "clientCapabilities" in error_of(reply)["message"]
+
+
+async def test_header_that_disagrees_with_the_body_gets_400_header_mismatch(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    url = mesh.url("conf")
+    listing = request(1, "tools/list")
+    calling = request(2, "tools/call", {"name": "test_simple_text", "arguments": {}})
+    cases = [
+        (listing, {"Mcp-Method": "prompts/list"}),
+        (listing, {"Mcp-Method": None}),
+        (calling, {"Mcp-Name": "another_tool"}),
+        (calling, {"Mcp-Name": None}),
+        (calling, {"Mcp-Name": "=?base64?" + base64.b64encode(b"another_tool").decode() + "?="}),
+        (calling, {"Mcp-Name": "=?base64?not base64!?="}),
+        (request(3, "resources/read", {"uri": "test://static-text"}), {"Mcp-Name": "test://other"}),
+    ]
+    for msg, override in cases:
+        reply = await post(http, url, msg, **override)
+        assert reply.status_code == 400, (msg["method"], override)
+        assert error_of(reply)["code"] == -32020, (msg["method"], override)
+    version_mismatch = request(4, "tools/list", **{"io.modelcontextprotocol/protocolVersion": "2099-01-01"})
+    reply = await post(http, url, version_mismatch)
+    assert reply.status_code == 400 and error_of(reply)["code"] == -32020
+
+
+async def test_a_duplicated_routing_header_is_refused(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    msg = request(1, "tools/list")
+    raw = [(k, v) for k, v in headers(msg).items()] + [("Mcp-Method", "tools/list")]
+    reply = await http.post(mesh.url("conf"), content=orjson.dumps(msg), headers=raw)
+    assert reply.status_code == 400 and error_of(reply)["code"] == -32020
+
+
+async def test_base64_encoded_name_header_is_decoded_before_comparing(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    msg = request(1, "tools/call", {"name": "test_simple_text", "arguments": {}})
+    encoded = "=?base64?" + base64.b64encode(b"test_simple_text").decode() + "?="
+    reply = await post(http, mesh.url("conf"), msg, **{"Mcp-Name": encoded})
+    assert reply.status_code == 200
+    assert reply.json()["result"]["content"][0]["type"] == "text"
+
+
+async def test_unsupported_version_gets_400_with_the_supported_list(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    msg = request(1, "tools/list", **{"io.modelcontextprotocol/protocolVersion": "2099-01-01"})
+    reply = await post(http, mesh.url("conf"), msg, **{"MCP-Protocol-Version": "2099-01-01"})
+    assert reply.status_code == 400
+    err = error_of(reply)
+    assert err["code"] == -32022
+    assert err["data"] == {"supported": [V], "requested": "2099-01-01"}
+
+
+async def test_handshake_era_methods_and_unknown_methods_get_404(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    for method in ("ping", "initialize", "logging/setLevel", "resources/subscribe"):
+        reply = await post(http, mesh.url("conf"), request(1, method))
+        assert reply.status_code == 404 and error_of(reply)["code"] == -32601, method
+    unknown = await post(http, mesh.url("conf"), request(2, "no/such/method"))  # the server itself says so
+    assert unknown.status_code == 404 and error_of(unknown)["code"] == -32601
+
+
+async def test_batches_and_posted_responses_get_400_and_notifications_202(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    msg = request(1, "tools/list")
+    batch = await http.post(mesh.url("conf"), content=orjson.dumps([msg]), headers=headers(msg))
+    assert batch.status_code == 400
+    answer = {"jsonrpc": "2.0", "id": 5, "result": {}}
+    response = await http.post(mesh.url("conf"), content=orjson.dumps(answer), headers=headers(msg))
+    assert response.status_code == 400
+    note = {"jsonrpc": "2.0", "method": "notifications/whatever", "params": {}}
+    accepted = await http.post(mesh.url("conf"), content=orjson.dumps(note), headers=headers(msg))
+    assert accepted.status_code == 202 and accepted.content == b""
+
+
+async def test_discover_answers_with_versions_capabilities_cache_rules_and_server_info(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    reply = await post(http, mesh.url("conf"), request(1, "server/discover"))
+    assert reply.status_code == 200
+    assert "mcp-session-id" not in reply.headers
+    found = reply.json()["result"]
+    assert found["supportedVersions"] == [V]
+    assert found["resultType"] == "complete"
+    assert found["ttlMs"] >= 0 and found["cacheScope"] == "private"
+    assert {"tools", "prompts", "resources"} <= set(found["capabilities"])
+    assert found["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcpmesh-conformance-fixture"
+
+
+async def test_results_from_a_handshake_era_server_get_the_2026_fields(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    listing = (await post(http, mesh.url("conf"), request(1, "tools/list"))).json()["result"]
+    assert listing["resultType"] == "complete" and listing["cacheScope"] == "private" and listing["ttlMs"] == 0
+    assert listing["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcpmesh-conformance-fixture"
+    read = await post(http, mesh.url("conf"), request(2, "resources/read", {"uri": "test://static-text"}))
+    assert read.json()["result"]["cacheScope"] == "private"
+    called = await post(http, mesh.url("conf"), request(3, "tools/call", {"name": "test_simple_text", "arguments": {}}))
+    result = called.json()["result"]
+    assert result["resultType"] == "complete" and "ttlMs" not in result
+
+
+async def test_session_ids_are_never_minted_nor_honoured(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    msg = request(1, "tools/list")
+    reply = await post(http, mesh.url("conf"), msg, **{"Mcp-Session-Id": "made-up"})
+    assert reply.status_code == 200 and "mcp-session-id" not in reply.headers
+    assert len(mesh.mesh.store) == 0
+
+
+async def test_logs_reach_a_2026_request_only_when_it_asked_for_a_level(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    call = {"name": "log_levels", "arguments": {"tag": "t"}}
+    quiet = await post(http, mesh.url("iso"), request(1, "tools/call", call))
+    assert quiet.headers["content-type"] == "application/json"  # nothing preceded the result
+    assert quiet.json()["result"]["content"][0]["text"] == "logged t"
+    loud = await post(
+        http, mesh.url("iso"), request(2, "tools/call", call, **{"io.modelcontextprotocol/logLevel": "warning"})
+    )
+    messages = [orjson.loads(line[5:]) for line in loud.text.splitlines() if line.startswith("data:")]
+    levels = [m["params"]["level"] for m in messages if m.get("method") == "notifications/message"]
+    assert levels == ["warning", "error", "critical", "alert", "emergency"]
+    assert messages[-1]["id"] == 2 and messages[-1]["result"]["resultType"] == "complete"
+
+
+async def _state(http: httpx.AsyncClient, mesh: RunningMesh) -> dict[str, Any]:
+    reply = await post(http, mesh.url("iso"), request("state", "tools/call", {"name": "state", "arguments": {}}))
+    return json.loads(reply.json()["result"]["content"][0]["text"])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["closed-while-waiting", "closed-mid-sse"])
+async def test_closing_the_response_stream_cancels_the_request_at_the_server(
+    http: httpx.AsyncClient, mesh: RunningMesh, streaming: bool
+) -> None:
+    key = f"held-{streaming}"
+    meta = {"progressToken": "p"} if streaming else {}
+    msg = request(7, "tools/call", {"name": "block", "arguments": {"key": key}}, **meta)
+    mux = mesh.mesh.supervisor.servers["iso"].mux  # type: ignore[attr-defined]
+    reached_server = anyio.Event()
+
+    async def hold() -> None:
+        async with httpx.AsyncClient(timeout=20) as own:  # its own connection, closed on cancel
+            async with own.stream("POST", mesh.url("iso"), content=orjson.dumps(msg), headers=headers(msg)) as reply:
+                assert reply.headers["content-type"].startswith("text/event-stream")
+                async for line in reply.aiter_lines():
+                    if line.startswith("data:"):
+                        reached_server.set()  # progress step 0: the server has the call
+                await anyio.sleep_forever()
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold)
+            if streaming:
+                await reached_server.wait()
+            else:  # no progress token: the gateway is still waiting to choose JSON or SSE
+                while not mux.calls:  # noqa: ASYNC110  # the gateway exposes no event for this
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()  # the client goes away
+        while key not in (state := await _state(http, mesh))["cancelled"]:  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+    assert len(state["cancel_requests"]) == 1
+    assert not mux.calls  # nothing left in flight at the gateway
