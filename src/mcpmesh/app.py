@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcpmesh.config import MeshConfig
+from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
 from mcpmesh.front.security import HostOriginGuard
 from mcpmesh.front.session import SessionStore
@@ -45,11 +46,18 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         servers = {name: s.state.value for name, s in mesh.supervisor.servers.items()}
         return json_response({"status": "ok", "sessions": len(mesh.store), "servers": servers})
 
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/servers/{name}/mcp", StreamableHttpEndpoint(mesh.supervisor, mesh.store, settings)),
+    ]
+    if settings.legacy_sse:
+        sse = LegacySseEndpoint(mesh.supervisor, mesh.store, settings)
+        routes += [
+            Route("/servers/{name}/sse", sse.stream, methods=["GET"]),
+            Route("/servers/{name}/messages", sse.post, methods=["POST"]),
+        ]
     app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/servers/{name}/mcp", StreamableHttpEndpoint(mesh.supervisor, mesh.store, settings)),
-        ],
+        routes=routes,
         middleware=[
             Middleware(
                 HostOriginGuard,

@@ -68,6 +68,7 @@ class MeshSettings(_Strict):
     max_sessions: int = Field(1000, ge=1, description="client sessions held at once (excess: 503)")
     session_idle_timeout: float = Field(1800.0, gt=0, description="idle sessions end after this")
     keepalive_interval: float = Field(15.0, gt=0, description="seconds between SSE keep-alives")
+    legacy_sse: bool = Field(True, description="also serve the 2024-11-05 HTTP+SSE transport at /servers/<name>/sse")
 
 
 class MeshConfig(_Strict):

@@ -20,7 +20,7 @@ import anyio
 from mcpmesh.backend.upstream import Upstream, modern_meta
 from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MethodNotFound
 from mcpmesh.front.modern import modernize_reply, strip_envelope
-from mcpmesh.front.session import FrontSession, Outbox
+from mcpmesh.front.session import FrontSession
 from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, as_key, error, negotiate_version, params_of, result
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
@@ -45,7 +45,7 @@ class Call:
         self.session = session
         self.client_id = client_id
         self.method = method
-        self.outbox = Outbox()
+        self.outbox = session.call_outbox()
         self.backend_id: RequestId = client_id
         self.client_token: Any = None
         self.backend_token: Any = None

@@ -19,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcpmesh.backend.upstream import Upstream
 from mcpmesh.config import MeshConfig, ServerConfig
 from mcpmesh.errors import BackendUnavailable, MeshError, SpawnError
-from mcpmesh.front.session import FrontSession, SessionStore
+from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
 from mcpmesh.process import ChildProcess, child_environment
 from mcpmesh.router import Call, Multiplexer
@@ -99,10 +99,12 @@ class ServerBase:
     async def run(self) -> None:
         raise NotImplementedError
 
-    async def open_session(self, msg: Message) -> tuple[FrontSession, Call | Message]:
+    async def open_session(self, msg: Message, relay_to: Outbox | None = None) -> tuple[FrontSession, Call | Message]:
+        """A new session for this `initialize`, and the reply (or the call that will carry it).
+        With `relay_to`, every reply of the session goes to that one stream (legacy HTTP+SSE)."""
         raise NotImplementedError
 
-    def _new_session(self, session_id: str, msg: Message, mux: Multiplexer) -> FrontSession:
+    def _new_session(self, session_id: str, msg: Message, mux: Multiplexer, relay_to: Outbox | None) -> FrontSession:
         params = params_of(msg)
         caps, info = params.get("capabilities"), params.get("clientInfo")
         return FrontSession(
@@ -112,6 +114,8 @@ class ServerBase:
             capabilities=caps if isinstance(caps, dict) else {},
             client_info=info if isinstance(info, dict) else {},
             mux=mux,
+            relay_to=relay_to,
+            stream=relay_to,
         )
 
 
@@ -171,10 +175,10 @@ class SharedServer(ServerBase):
             self.mux.upstream_closed(upstream, "process exited")
             self.child = None
 
-    async def open_session(self, msg: Message) -> tuple[FrontSession, Call | Message]:
+    async def open_session(self, msg: Message, relay_to: Outbox | None = None) -> tuple[FrontSession, Call | Message]:
         session_id = self.store.new_id()
         await self.mux.ready_upstream()
-        session = self._new_session(session_id, msg, self.mux)
+        session = self._new_session(session_id, msg, self.mux, relay_to)
         reply = result(msg["id"], self.mux.initialize_result(params_of(msg)))
         self.store.add(session)
         self.mux.join(session)
@@ -257,10 +261,10 @@ class PerSessionServer(ServerBase):
         for session in list(mux.sessions):
             self.store.close(session, f"server process {reason}")
 
-    async def open_session(self, msg: Message) -> tuple[FrontSession, Call | Message]:
+    async def open_session(self, msg: Message, relay_to: Outbox | None = None) -> tuple[FrontSession, Call | Message]:
         session_id = self.store.new_id()
         spare = await self._take_spare()
-        session = self._new_session(session_id, msg, spare.mux)
+        session = self._new_session(session_id, msg, spare.mux, relay_to)
         spare.mux.on_detach = lambda _session: self.spawn(spare.child.stop)
         self.store.add(session)
         spare.mux.join(session)

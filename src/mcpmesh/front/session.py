@@ -42,6 +42,12 @@ class Outbox:
         self._wakeup.set()
         return True
 
+    def push(self, msg: Message) -> None:
+        """Queue a message that must not be dropped (a response), cap or not."""
+        if not self.closed:
+            self._items.append(msg)
+            self._wakeup.set()
+
     def finish(self, msg: Message | None = None) -> None:
         """Queue the last message (if any) and close; later puts are dropped."""
         if self.closed:
@@ -64,6 +70,25 @@ class Outbox:
         return self._items.popleft()
 
 
+class Relay(Outbox):
+    """A call's outbox on a connection with one stream for everything (legacy HTTP+SSE): each
+    message goes straight to that stream, and the call's end does not end the stream."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: Outbox):
+        super().__init__()
+        self.target = target
+
+    def put(self, msg: Message) -> bool:
+        return not self.closed and self.target.put(msg)
+
+    def finish(self, msg: Message | None = None) -> None:
+        if not self.closed and msg is not None:
+            self.target.push(msg)
+        self.closed = True
+
+
 @dataclass(eq=False)
 class FrontSession:
     """One client's session on one server (legacy Streamable HTTP)."""
@@ -82,6 +107,10 @@ class FrontSession:
     closed: bool = False
     dropped: int = 0  # messages for the GET stream that found none open
     modern: bool = False  # a 2026-07-28 request: no session, everything in its `_meta`
+    relay_to: Outbox | None = None  # legacy HTTP+SSE: the connection's one stream carries every reply
+
+    def call_outbox(self) -> Outbox:
+        return Outbox() if self.relay_to is None else Relay(self.relay_to)
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
