@@ -239,3 +239,53 @@ async def test_closing_the_response_stream_cancels_the_request_at_the_server(
             await anyio.sleep(0.02)
     assert len(state["cancel_requests"]) == 1
     assert not mux.calls  # nothing left in flight at the gateway
+
+
+async def test_listen_acknowledges_first_then_carries_only_the_requested_tagged_notifications(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    wanted = {"toolsListChanged": True, "resourceSubscriptions": ["iso://mine"], "futureExtension": True}
+    listen = request("L1", "subscriptions/listen", {"notifications": wanted})
+    received: list[dict[str, Any]] = []
+    with anyio.fail_after(15):
+        async with httpx.AsyncClient(timeout=20) as own:
+            async with own.stream("POST", mesh.url("iso"), content=orjson.dumps(listen), headers=headers(listen)) as s:
+                assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
+                lines = s.aiter_lines()
+
+                async def next_message() -> dict[str, Any]:
+                    async for line in lines:
+                        if line.startswith("data:"):
+                            return orjson.loads(line[5:])  # type: ignore[no-any-return]
+                    raise AssertionError("listen stream ended")
+
+                ack = await next_message()
+                assert ack["method"] == "notifications/subscriptions/acknowledged"
+                assert ack["params"]["notifications"] == {
+                    "toolsListChanged": True,
+                    "resourceSubscriptions": ["iso://mine"],
+                }
+                assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "L1"
+                for name, args in [
+                    ("touch", {"uri": "iso://other"}),
+                    ("change_lists", {}),
+                    ("touch", {"uri": "iso://mine"}),
+                ]:
+                    done = await post(
+                        http, mesh.url("iso"), request(name, "tools/call", {"name": name, "arguments": args})
+                    )
+                    assert done.status_code == 200
+                received.append(await next_message())
+                received.append(await next_message())
+    assert [m["method"] for m in received] == ["notifications/tools/list_changed", "notifications/resources/updated"]
+    assert received[1]["params"]["uri"] == "iso://mine"
+    assert all(m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "L1" for m in received)
+    with anyio.fail_after(10):
+        mux = mesh.mesh.supervisor.servers["iso"].mux  # type: ignore[attr-defined]
+        while mux.listeners or mux.subscribers:  # noqa: ASYNC110  # closing the stream unsubscribes
+            await anyio.sleep(0.02)
+
+
+async def test_listen_without_a_filter_object_is_invalid_params(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    reply = await post(http, mesh.url("iso"), request(1, "subscriptions/listen", {"notifications": "all"}))
+    assert reply.status_code == 400 and error_of(reply)["code"] == -32602

@@ -13,16 +13,22 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from mcpmesh.backend.upstream import Upstream, modern_meta
 from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MethodNotFound
 from mcpmesh.front.modern import modernize_reply, strip_envelope
-from mcpmesh.front.session import FrontSession
+from mcpmesh.front.session import FrontSession, Outbox
 from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, as_key, error, negotiate_version, params_of, result
 
+LIST_CHANGED_FILTERS = {
+    "toolsListChanged": "tools",
+    "promptsListChanged": "prompts",
+    "resourcesListChanged": "resources",
+}
+META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
 SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
@@ -52,6 +58,30 @@ class Call:
         self.timer: asyncio.TimerHandle | None = None
 
 
+class Subscriber(Protocol):
+    """Who can hold resource subscriptions: a session, or a 2026 listen stream."""
+
+    subscriptions: set[str]
+
+    def notify(self, msg: Message) -> None: ...
+
+
+class Listener:
+    """One 2026-07-28 `subscriptions/listen` stream: what it asked for, and its outbox."""
+
+    def __init__(self, subscription_id: RequestId):
+        self.subscription_id = subscription_id
+        self.methods: set[str] = set()  # the list_changed notifications it opted in to
+        self.subscriptions: set[str] = set()
+        self.outbox = Outbox()
+
+    def notify(self, msg: Message) -> None:
+        """Deliver a copy tagged with this stream's subscription id (the message is shared)."""
+        params = dict(params_of(msg))
+        params["_meta"] = {**(params.get("_meta") or {}), META_SUBSCRIPTION_ID: self.subscription_id}
+        self.outbox.put({**msg, "params": params})
+
+
 class Multiplexer:
     """Routes between the sessions of one server and its current process (an Upstream).
 
@@ -73,7 +103,8 @@ class Multiplexer:
         self.calls: dict[RequestId, Call] = {}
         self.tokens: dict[Any, Call] = {}
         self.server_requests: dict[RequestId, tuple[RequestId, FrontSession]] = {}
-        self.subscribers: dict[str, set[FrontSession]] = {}
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.listeners: set[Listener] = set()
         self.dropped: Counter[str] = Counter()
         self._attached = anyio.Event()
         self._backend_log_level: str | None = None
@@ -235,26 +266,69 @@ class Multiplexer:
         if msg["method"] == "resources/unsubscribe":
             self._unsubscribe(session, uri)
             return result(request_id, {})
-        holders = self.subscribers.setdefault(uri, set())
-        if not holders:
-            reply = await upstream.call("resources/subscribe", {"uri": uri}, self.request_timeout)
-            if "error" in reply:
-                self.subscribers.pop(uri, None)
-                return {"jsonrpc": "2.0", "id": request_id, "error": reply["error"]}
-        holders.add(session)
-        session.subscriptions.add(uri)
+        refused = await self._subscribe(session, uri, upstream)
+        if refused is not None:
+            return {"jsonrpc": "2.0", "id": request_id, "error": refused}
         return result(request_id, {})
 
-    def _unsubscribe(self, session: FrontSession, uri: str) -> None:
-        session.subscriptions.discard(uri)
+    async def _subscribe(self, subscriber: Subscriber, uri: str, upstream: Upstream) -> Any:
+        """Count one more subscriber of uri; the first one subscribes the server. The server's
+        error, if it refused, else None."""
         holders = self.subscribers.get(uri)
-        if holders is None or session not in holders:
+        if holders is None:
+            holders = self.subscribers[uri] = set()
+            reply = await upstream.call("resources/subscribe", {"uri": uri}, self.request_timeout)
+            if "error" in reply:
+                if not holders:
+                    self.subscribers.pop(uri, None)
+                return reply["error"]
+        holders.add(subscriber)
+        subscriber.subscriptions.add(uri)
+        return None
+
+    def _unsubscribe(self, subscriber: Subscriber, uri: str) -> None:
+        subscriber.subscriptions.discard(uri)
+        holders = self.subscribers.get(uri)
+        if holders is None or subscriber not in holders:
             return
-        holders.discard(session)
+        holders.discard(subscriber)
         if not holders:
             del self.subscribers[uri]
             if self.upstream is not None and self.upstream.era == "legacy":
                 self._background_call(self.upstream, "resources/unsubscribe", {"uri": uri})
+
+    # -- 2026-07-28 subscriptions/listen ------------------------------------------------------
+    async def listen(self, listener: Listener, wanted: dict[str, Any]) -> dict[str, Any]:
+        """Register a listen stream; return the subset of `wanted` that will be honoured."""
+        upstream = await self.ready_upstream()
+        honoured: dict[str, Any] = {}
+        if upstream.era != "legacy":
+            return honoured  # a 2026 server's own listen stream is not bridged yet
+        caps = upstream.capabilities
+        for key, capability in LIST_CHANGED_FILTERS.items():
+            if wanted.get(key) is True and capability in caps:
+                honoured[key] = True
+                listener.methods.add(f"notifications/{capability}/list_changed")
+        uris = wanted.get("resourceSubscriptions")
+        resources = caps.get("resources")
+        if isinstance(uris, list) and isinstance(resources, dict) and resources.get("subscribe"):
+            taken = [uri for uri in dict.fromkeys(uris) if isinstance(uri, str)]
+            honoured["resourceSubscriptions"] = [
+                u for u in taken if await self._subscribe(listener, u, upstream) is None
+            ]
+        self.listeners.add(listener)
+        return honoured
+
+    def end_listeners(self) -> None:
+        """End every listen stream gracefully: a `complete` result to its listen request."""
+        for listener in list(self.listeners):
+            listener.outbox.finish(result(listener.subscription_id, {"resultType": "complete"}))
+            self.unlisten(listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+        for uri in list(listener.subscriptions):
+            self._unsubscribe(listener, uri)
 
     async def _forward(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call | Message:
         call = Call(session, msg["id"], msg["method"])
@@ -351,11 +425,15 @@ class Multiplexer:
         elif method.endswith("/list_changed"):
             for session in self.sessions:
                 session.notify(msg)
+            for listener in self.listeners:
+                if method in listener.methods:
+                    listener.notify(msg)
         elif method == "notifications/resources/updated":
             uri = params.get("uri")
+            targets: set[Subscriber] | set[FrontSession]
             targets = self.subscribers.get(uri, set()) if self.shared and isinstance(uri, str) else self.sessions
-            for session in targets:
-                session.notify(msg)
+            for subscriber in targets:
+                subscriber.notify(msg)
         elif method == "notifications/cancelled":
             self._server_cancelled(params, msg)
         else:  # logs and anything else: only where it can be attributed

@@ -25,7 +25,7 @@ from mcpmesh.jsonrpc import (
     parse,
     result,
 )
-from mcpmesh.router import LOG_LEVELS, Call, Multiplexer
+from mcpmesh.router import LOG_LEVELS, META_SUBSCRIPTION_ID, Call, Listener, Multiplexer
 from mcpmesh.supervisor import ServerBase, SharedServer
 
 CLOSED_BY_CLIENT = "the client closed the response stream"
@@ -67,10 +67,29 @@ class StatelessEndpoint:
                 mux.advertised_capabilities(), upstream.server_info, upstream.server_result.get("instructions")
             )
             return json_response(result(msg["id"], info))
+        if msg["method"] == "subscriptions/listen":
+            return await self._listen(mux, msg)
         reply = await mux.handle_request(_caller(mux, msg), msg)
         if isinstance(reply, dict):
             return _json(reply)
         return await self._stream(request, mux, reply)
+
+    async def _listen(self, mux: Multiplexer, msg: Message) -> Response:
+        """A long-lived SSE stream: the acknowledgement first, then only the requested notifications."""
+        wanted = params_of(msg).get("notifications")
+        if not isinstance(wanted, dict):
+            return _json(error(msg["id"], -32602, "Invalid params: params.notifications must be an object"))
+        listener = Listener(msg["id"])
+        honoured = await mux.listen(listener, wanted)
+        ack = {
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": honoured, "_meta": {META_SUBSCRIPTION_ID: msg["id"]}},
+        }
+        events = sse_events(
+            listener.outbox, ack, self.settings.keepalive_interval, on_close=lambda: mux.unlisten(listener)
+        )
+        return sse_response(events)
 
     async def _stream(self, request: Request, mux: Multiplexer, call: Call) -> Response:
         """JSON when the response comes first, else SSE; closing either cancels the request."""
