@@ -112,7 +112,7 @@ async def running_mesh(servers: dict[str, dict[str, Any]], **mesh: Any) -> Async
             yield RunningMesh(the_mesh, f"http://127.0.0.1:{port}", port)
         finally:
             # Shut uvicorn down its own way even when the test failed, so nothing leaks into the next test.
-            the_mesh.store.close_all("test finished")
+            the_mesh.supervisor.end_client_streams("test finished")
             server.should_exit = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(30):
                 await stopped.wait()

@@ -118,7 +118,7 @@ def _up(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
         )
     )
-    server.on_stop = lambda: app.state.mesh.store.close_all("mesh stopping")
+    server.on_stop = lambda: app.state.mesh.supervisor.end_client_streams("mesh stopping")
     server.run()
     return 0 if server.started else 1
 

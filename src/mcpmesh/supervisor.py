@@ -303,8 +303,15 @@ class Supervisor:
             try:
                 yield self
             finally:
-                self.store.close_all("mesh stopping")
+                self.end_client_streams("mesh stopping")
                 tg.cancel_scope.cancel()
+
+    def end_client_streams(self, reason: str) -> None:
+        """End every session and listen stream, so clients are answered before the mesh stops."""
+        self.store.close_all(reason)
+        for server in self.servers.values():
+            if isinstance(server, SharedServer):
+                server.mux.end_listeners()
 
     async def wait_settled(self) -> None:
         """Until every server is healthy or failed; callers bound the wait."""
