@@ -289,3 +289,119 @@ async def test_listen_acknowledges_first_then_carries_only_the_requested_tagged_
 async def test_listen_without_a_filter_object_is_invalid_params(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
     reply = await post(http, mesh.url("iso"), request(1, "subscriptions/listen", {"notifications": "all"}))
     assert reply.status_code == 400 and error_of(reply)["code"] == -32602
+
+
+# -- input required (MRTR): a handshake-era server asks a 2026-07-28 client for input mid-call --------
+
+
+async def answer_elicitation(context: Any, params: Any) -> Any:
+    import mcp_types as types
+
+    return types.ElicitResult(action="accept", content={"answer": f"yes to {params.message}"})
+
+
+async def answer_sampling(context: Any, params: Any) -> Any:
+    import mcp_types as types
+
+    prompt = params.messages[0].content.text
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text=f"<{prompt}>"), model="m"
+    )
+
+
+async def test_sdk_2026_client_completes_calls_that_ask_for_elicitation_and_sampling(mesh: RunningMesh) -> None:
+    import mcp
+
+    with anyio.fail_after(30):
+        async with mcp.Client(
+            mesh.url("iso"),
+            mode="2026-07-28",
+            elicitation_callback=answer_elicitation,
+            sampling_callback=answer_sampling,
+        ) as client:
+            elicited = await client.call_tool("elicit", {"message": "proceed?"})
+            assert elicited.content[0].text == 'elicited: accept {"answer": "yes to proceed?"}'  # type: ignore[union-attr]
+            sampled = await client.call_tool("sample", {"prompt": "hi"})
+            assert sampled.content[0].text == "sampled: <hi>"  # type: ignore[union-attr]
+        fixture = await _conformance_elicitation(mesh)
+    assert fixture.startswith("User response: action=accept")
+    assert not mesh.mesh.supervisor.servers["iso"].mux.suspended  # type: ignore[attr-defined]
+
+
+async def _conformance_elicitation(mesh: RunningMesh) -> str:
+    import mcp
+
+    async with mcp.Client(mesh.url("conf"), mode="2026-07-28", elicitation_callback=answer_elicitation) as client:
+        reply = await client.call_tool("test_elicitation", {"message": "name?"})
+        return reply.content[0].text  # type: ignore[union-attr, no-any-return]
+
+
+async def _ask(http: httpx.AsyncClient, mesh: RunningMesh, client_name: str = "raw") -> dict[str, Any]:
+    """Start an elicit call as a raw 2026 client; return the input-required result."""
+    msg = request(
+        1,
+        "tools/call",
+        {"name": "elicit", "arguments": {"message": "m"}},
+        **{
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+            "io.modelcontextprotocol/clientInfo": {"name": client_name, "version": "1"},
+        },
+    )
+    reply = await post(http, mesh.url("iso"), msg)
+    asked = reply.json()["result"]
+    assert asked["resultType"] == "input_required"
+    assert [r["method"] for r in asked["inputRequests"].values()] == ["elicitation/create"]
+    return asked  # type: ignore[no-any-return]
+
+
+def _retry(asked: dict[str, Any], state: str, client_name: str = "raw", request_id: Any = 2) -> dict[str, Any]:
+    key = next(iter(asked["inputRequests"]))
+    answer = {"action": "accept", "content": {"answer": "raw"}}
+    return request(
+        request_id,
+        "tools/call",
+        {
+            "name": "elicit",
+            "arguments": {"message": "m"},
+            "inputResponses": {key: answer},
+            "requestState": state,
+        },
+        **{
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+            "io.modelcontextprotocol/clientInfo": {"name": client_name, "version": "1"},
+        },
+    )
+
+
+async def test_a_forged_tampered_foreign_or_expired_request_state_is_refused(
+    http: httpx.AsyncClient, mesh: RunningMesh
+) -> None:
+    url = mesh.url("iso")
+    asked = await _ask(http, mesh)
+    state: str = asked["requestState"]
+    body, mac = state.split(".")[1:]
+    forged_payload = base64.urlsafe_b64encode(b'{"h":"x","c":"y","m":"tools/call","n":"elicit","e":9e99}').decode()
+    attempts = {
+        "forged": "mcpmesh1." + forged_payload.rstrip("=") + "." + mac,
+        "tampered": state[:-2] + ("AA" if not state.endswith("AA") else "BB"),
+        "foreign": None,  # the genuine state, presented by another caller
+        "made-up": "anything at all",
+    }
+    for what, token in attempts.items():
+        retry = _retry(asked, token or state, client_name="intruder" if what == "foreign" else "raw", request_id=what)
+        reply = await post(http, url, retry)
+        assert reply.status_code == 400, what
+        assert error_of(reply)["code"] == -32602, what
+    finished = await post(http, url, _retry(asked, state))  # the genuine retry still completes
+    assert finished.json()["result"]["content"][0]["text"] == 'elicited: accept {"answer": "raw"}'
+    replayed = await post(http, url, _retry(asked, state, request_id=3))  # and only once
+    assert replayed.status_code == 400 and "no waiting request" in error_of(replayed)["message"]
+
+    mesh.mesh.supervisor.servers["iso"].mux.sealer.ttl = -1.0  # type: ignore[attr-defined]  # issue expired states
+    stale = await _ask(http, mesh)
+    expired = await post(http, url, _retry(stale, stale["requestState"], request_id=4))
+    assert expired.status_code == 400 and "expired" in error_of(expired)["message"]
+    mux = mesh.mesh.supervisor.servers["iso"].mux  # type: ignore[attr-defined]
+    with anyio.fail_after(10):
+        while mux.suspended or mux.calls:  # noqa: ASYNC110  # the server is released when the state expires
+            await anyio.sleep(0.02)

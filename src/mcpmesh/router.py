@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -19,9 +20,10 @@ import anyio
 
 from mcpmesh.backend.upstream import Upstream, modern_meta
 from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MethodNotFound
-from mcpmesh.front.modern import modernize_reply, strip_envelope
+from mcpmesh.front.modern import NAME_BEARING, modernize_reply, strip_envelope
 from mcpmesh.front.session import FrontSession, Outbox
 from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, as_key, error, negotiate_version, params_of, result
+from mcpmesh.request_state import RequestStateSealer, Sealed, StateRejected
 
 LIST_CHANGED_FILTERS = {
     "toolsListChanged": "tools",
@@ -45,12 +47,25 @@ Spawner = Callable[[Callable[[], Coroutine[Any, Any, Any]]], None]
 class Call:
     """One client request in flight on the server."""
 
-    __slots__ = ("session", "client_id", "backend_id", "method", "outbox", "client_token", "backend_token", "timer")
+    __slots__ = (
+        "session",
+        "client_id",
+        "backend_id",
+        "method",
+        "name",
+        "outbox",
+        "client_token",
+        "backend_token",
+        "timer",
+        "suspended",
+    )
 
-    def __init__(self, session: FrontSession, client_id: RequestId, method: str):
+    def __init__(self, session: FrontSession, client_id: RequestId, method: str, name: Any = None):
         self.session = session
         self.client_id = client_id
         self.method = method
+        self.name = name  # the tool or prompt name, or resource uri, a requestState is bound to
+        self.suspended: str | None = None  # handle while waiting for a 2026 client's input
         self.outbox = session.call_outbox()
         self.backend_id: RequestId = client_id
         self.client_token: Any = None
@@ -105,6 +120,8 @@ class Multiplexer:
         self.server_requests: dict[RequestId, tuple[RequestId, FrontSession]] = {}
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.listeners: set[Listener] = set()
+        self.sealer = RequestStateSealer()
+        self.suspended: dict[str, tuple[Call, RequestId, str]] = {}  # handle -> call, server request id, key
         self.dropped: Counter[str] = Counter()
         self._attached = anyio.Event()
         self._backend_log_level: str | None = None
@@ -207,6 +224,8 @@ class Multiplexer:
             if reply is not None:
                 return reply
         upstream = await self.ready_upstream()
+        if session.modern and upstream.era == "legacy" and "requestState" in params_of(msg):
+            return await self._resume(session, msg, upstream)
         return await self._forward(session, msg, upstream)
 
     async def handle_notification(self, session: FrontSession, msg: Message) -> None:
@@ -331,7 +350,8 @@ class Multiplexer:
             self._unsubscribe(listener, uri)
 
     async def _forward(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call | Message:
-        call = Call(session, msg["id"], msg["method"])
+        name_key = NAME_BEARING.get(msg["method"])
+        call = Call(session, msg["id"], msg["method"], params_of(msg).get(name_key) if name_key else None)
         if self.shared:
             call.backend_id = msg["id"] = upstream.mint_id()
         params = msg.get("params")
@@ -398,6 +418,8 @@ class Multiplexer:
             del call.session.inflight[call.client_id]
         if call.timer is not None:
             call.timer.cancel()
+        if call.suspended is not None:
+            self.suspended.pop(call.suspended, None)
 
     # -- server -> client (called from the Upstream's read loop) -----------------------------
     def on_backend_response(self, upstream: Upstream, msg: Message) -> None:
@@ -477,6 +499,9 @@ class Multiplexer:
             text = f"mcpmesh: {method} cannot be routed to exactly one client that supports it"
             self._send_quietly(upstream, error(backend_id, UNROUTABLE, text))
             return
+        if target.modern:
+            self._ask_for_input(target, msg, upstream)
+            return
         client_id: RequestId = f"mcpmesh-s{next(self._server_request_ids)}" if self.shared else backend_id
         self.server_requests[client_id] = (backend_id, target)
         msg["id"] = client_id
@@ -485,6 +510,59 @@ class Multiplexer:
             own_calls[0].outbox.put(msg)  # on the stream of the request that caused it
         else:
             target.notify(msg)
+
+    # -- 2026-07-28 clients: server requests become input-required results (MRTR) --------------
+    def _ask_for_input(self, session: FrontSession, msg: Message, upstream: Upstream) -> None:
+        """Suspend the caller's call and answer it with an input-required result whose sealed
+        requestState lets the retry resume it; the server's request waits for that retry."""
+        call = next(c for c in self.calls.values() if c.session is session)
+        if call.suspended is not None or call.method not in NAME_BEARING:
+            text = f"mcpmesh: {msg['method']} cannot be asked of this 2026-07-28 client now"
+            self._send_quietly(upstream, error(msg["id"], UNROUTABLE, text))
+            return
+        handle, key = secrets.token_urlsafe(16), f"input-{next(self._server_request_ids)}"
+        call.suspended = handle
+        self.suspended[handle] = (call, msg["id"], key)
+        asyncio.get_running_loop().call_later(self.sealer.ttl, self._give_up_waiting, handle)
+        state = self.sealer.seal(Sealed(handle, session.principal, call.method, call.name))
+        request = {"method": msg["method"], "params": params_of(msg)}
+        asked = {"resultType": "input_required", "inputRequests": {key: request}, "requestState": state}
+        call.outbox.finish(result(call.client_id, asked))
+
+    def _give_up_waiting(self, handle: str) -> None:
+        """The client never came back within the requestState's lifetime: release the server."""
+        entry = self.suspended.pop(handle, None)
+        if entry is None:
+            return
+        call, server_request_id, _ = entry
+        if self.upstream is not None:
+            self._send_quietly(self.upstream, error(server_request_id, UNROUTABLE, "the client did not answer in time"))
+        self.cancel(call, "the client did not provide the requested input in time")
+
+    async def _resume(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call | Message:
+        """A retry carrying inputResponses: answer the waiting server request, reattach the call."""
+        params = params_of(msg)
+        try:
+            sealed = self.sealer.open(str(params["requestState"]), session.principal, msg["method"], _name_of(msg))
+        except StateRejected as exc:
+            return error(msg["id"], InvalidParams.code, f"Invalid params: {exc}")
+        entry = self.suspended.get(sealed.handle)
+        if entry is None:
+            return error(msg["id"], InvalidParams.code, "Invalid params: requestState names no waiting request")
+        call, server_request_id, key = entry
+        responses = params.get("inputResponses")
+        answer = responses.get(key) if isinstance(responses, dict) else None
+        if not isinstance(answer, dict):
+            return error(msg["id"], InvalidParams.code, f"Invalid params: inputResponses lacks {key!r}")
+        del self.suspended[sealed.handle]
+        call.suspended = None
+        if call.session.inflight.get(call.client_id) is call:
+            del call.session.inflight[call.client_id]
+        call.session, call.client_id, call.outbox = session, msg["id"], session.call_outbox()
+        session.inflight[call.client_id] = call
+        upstream.send({"jsonrpc": "2.0", "id": server_request_id, "result": answer})
+        await upstream.drain()
+        return call
 
     def _originator(self, method: str, params: dict[str, Any]) -> FrontSession | None:
         """The one session a server request can belong to, if exactly one can and may take it."""
@@ -552,9 +630,12 @@ def _level_passes(level: Any, wanted: str | None) -> bool:
     return LOG_LEVELS.index(level) >= LOG_LEVELS.index(wanted)
 
 
+def _name_of(msg: Message) -> Any:
+    key = NAME_BEARING.get(msg["method"])
+    return params_of(msg).get(key) if key else None
+
+
 def _may_receive(session: FrontSession, method: str, params: dict[str, Any]) -> bool:
-    if session.modern:
-        return False  # a 2026 client never receives requests; input-required results are not bridged yet
     if method == "sampling/createMessage":
         return session.has_capability("sampling")
     if method == "elicitation/create":

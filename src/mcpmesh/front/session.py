@@ -108,6 +108,7 @@ class FrontSession:
     dropped: int = 0  # messages for the GET stream that found none open
     modern: bool = False  # a 2026-07-28 request: no session, everything in its `_meta`
     relay_to: Outbox | None = None  # legacy HTTP+SSE: the connection's one stream carries every reply
+    principal: str = ""  # who is calling, for binding state handed to the client (requestState)
 
     def call_outbox(self) -> Outbox:
         return Outbox() if self.relay_to is None else Relay(self.relay_to)

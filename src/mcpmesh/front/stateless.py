@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from starlette.requests import Request
@@ -69,7 +70,7 @@ class StatelessEndpoint:
             return json_response(result(msg["id"], info))
         if msg["method"] == "subscriptions/listen":
             return await self._listen(mux, msg)
-        reply = await mux.handle_request(_caller(mux, msg), msg)
+        reply = await mux.handle_request(_caller(mux, msg, request), msg)
         if isinstance(reply, dict):
             return _json(reply)
         return await self._stream(request, mux, reply)
@@ -109,12 +110,13 @@ class StatelessEndpoint:
         )
 
 
-def _caller(mux: Multiplexer, msg: Message) -> FrontSession:
+def _caller(mux: Multiplexer, msg: Message, request: Request) -> FrontSession:
     """A stand-in session for one stateless request, built from its `_meta` envelope."""
     meta: dict[str, Any] = params_of(msg)["_meta"]
     info = meta.get(META_CLIENT_INFO)
     level = meta.get(META_LOG_LEVEL)
     return FrontSession(
+        principal=_principal(request, info),
         id="",
         server=mux.server,
         protocol_version=MODERN_VERSION,
@@ -124,6 +126,14 @@ def _caller(mux: Multiplexer, msg: Message) -> FrontSession:
         log_level=level if level in LOG_LEVELS else None,
         modern=True,
     )
+
+
+def _principal(request: Request, client_info: Any) -> str:
+    """Who is calling, as far as the gateway can tell without its own auth: the credential the
+    client presented (hashed; never stored) and the client's name. A requestState is bound to it."""
+    credential = hashlib.sha256(request.headers.get("authorization", "").encode()).hexdigest()[:32]
+    name = client_info.get("name") if isinstance(client_info, dict) else None
+    return f"{credential}:{name if isinstance(name, str) else ''}"
 
 
 def _json(reply: Message) -> Response:
