@@ -405,3 +405,24 @@ async def test_a_forged_tampered_foreign_or_expired_request_state_is_refused(
     with anyio.fail_after(10):
         while mux.suspended or mux.calls:  # noqa: ASYNC110  # the server is released when the state expires
             await anyio.sleep(0.02)
+
+
+async def test_recognized_param_headers_must_mirror_their_arguments(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    url = mesh.url("iso")
+    args = {"region": "eu-west", "count": 3, "note": "free"}
+    msg = request(1, "tools/call", {"name": "regional", "arguments": args})
+    good = {"Mcp-Param-Region": "eu-west", "Mcp-Param-Count": "3", "Mcp-Param-Unknown": "ignored"}
+    with anyio.fail_after(10):
+        while "regional" not in mesh.mesh.supervisor.servers["iso"].mux.tool_params:  # type: ignore[attr-defined]  # noqa: ASYNC110
+            await anyio.sleep(0.02)  # learned from the gateway's own tools/list at start
+    ok = await post(http, url, msg, **good)
+    assert ok.status_code == 200 and json.loads(ok.json()["result"]["content"][0]["text"]) == args
+    encoded = "=?base64?" + base64.b64encode(b"eu-west").decode() + "?="
+    assert (await post(http, url, msg, **{**good, "Mcp-Param-Region": encoded})).status_code == 200
+    for bad in ({"Mcp-Param-Region": "us-east"}, {"Mcp-Param-Count": "4"}, {"Mcp-Param-Region": None}):
+        reply = await post(http, url, msg, **{**good, **bad})
+        assert reply.status_code == 400 and error_of(reply)["code"] == -32020, bad
+    without_count = request(2, "tools/call", {"name": "regional", "arguments": {"region": "eu-west"}})
+    assert (await post(http, url, without_count, **{"Mcp-Param-Region": "eu-west"})).status_code == 200
+    stray = await post(http, url, without_count, **{"Mcp-Param-Region": "eu-west", "Mcp-Param-Count": "1"})
+    assert stray.status_code == 400 and error_of(stray)["code"] == -32020

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from mcpmesh.errors import ConfigError
 
 MiB = 1024 * 1024
 SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+RESERVED_HEADERS = frozenset(
+    {"accept", "content-type", "content-length", "host", "mcp-session-id", "mcp-protocol-version", "mcp-method"}
+    | {"mcp-name", "last-event-id", "transfer-encoding", "connection"}
+)
+"""Headers the remote connection sets itself, per request; configuring them would corrupt the protocol."""
 
 
 class _Strict(BaseModel):
@@ -30,9 +41,17 @@ class RestartPolicy(_Strict):
 
 
 class ServerConfig(_Strict):
-    """One supervised stdio MCP server."""
+    """One MCP server: a local stdio `command` mcpmesh supervises, or a remote `url` it connects to."""
 
-    command: str = Field(min_length=1, description="program to run (argv[0]; never a shell line)")
+    command: str | None = Field(None, min_length=1, description="program to run (argv[0]; never a shell line)")
+    url: str | None = Field(None, description="a remote server's MCP endpoint (http:// or https://)")
+    transport: Literal["streamable-http", "sse"] = Field(
+        "streamable-http", description="how to reach `url`: Streamable HTTP, or the 2024-11-05 HTTP+SSE transport"
+    )
+    # Values may hold secrets (expanded from ${NAME}): kept out of every repr.
+    headers: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="HTTP headers sent to `url`; ${NAME} expands from the environment"
+    )
     args: list[str] = Field(default_factory=list, description="arguments")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
     inherit_env: list[str] = Field(
@@ -54,6 +73,73 @@ class ServerConfig(_Strict):
             if not name or "=" in name or "\0" in name:
                 raise ValueError(f"invalid environment variable name {name!r}")
         return env
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("credentials do not belong in the URL: put them in `headers`")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, template in headers.items():
+            if not HEADER_NAME.match(name):
+                raise _at(name, f"{name!r} is not a valid HTTP header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise _at(name, "this header is set by mcpmesh itself")
+            try:
+                expand_header(name, template)  # a missing variable is an error at startup, not at first use
+            except HeaderError as exc:
+                raise _at(name, exc.problem) from None
+        return headers
+
+    @model_validator(mode="after")
+    def _local_or_remote(self) -> ServerConfig:
+        if self.command is None and self.url is None:
+            raise _at("command", "required setting is missing: a server needs `command` (local) or `url` (remote)")
+        if self.command is not None and self.url is not None:
+            raise _at("url", "a server has either `command` (local) or `url` (remote), not both")
+        if self.command is not None:
+            for key in ("transport", "headers"):
+                if key in self.model_fields_set:
+                    raise _at(key, "applies only to remote (`url`) servers")
+        return self
+
+
+class HeaderError(ValueError):
+    """A configured header cannot be built; `problem` never contains its value."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"header {name}: {problem}")
+        self.name, self.problem = name, problem
+
+
+def expand_header(name: str, template: str, environ: Mapping[str, str] | None = None) -> str:
+    """A header value with each `${NAME}` taken from the environment. The result may be a secret:
+    never log it, and never put it in an error message."""
+    environ = os.environ if environ is None else environ
+
+    def variable(match: re.Match[str]) -> str:
+        if match.group(1) not in environ:
+            raise HeaderError(name, f"environment variable {match.group(1)} is not set")
+        return environ[match.group(1)]
+
+    value = ENV_REFERENCE.sub(variable, template)
+    if any(c in value for c in "\r\n\0"):
+        raise HeaderError(name, "the value (after expansion) must not contain line breaks or NUL")
+    return value
+
+
+def _at(key: str, problem: str) -> PydanticCustomError:
+    """A validation error about `key` inside the model being validated (the loader appends it to the path)."""
+    return PydanticCustomError("mesh_setting", "{problem}", {"problem": problem, "key": key})
 
 
 class MeshSettings(_Strict):
@@ -84,8 +170,11 @@ class MeshConfig(_Strict):
         return servers
 
 
-# Keys that the clients' `mcpServers` entries use and that mean nothing to a stdio server here.
+# Keys that the clients' `mcpServers` entries use and that mean nothing here.
 _CLIENT_ONLY_KEYS = {"type", "description", "disabled", "autoApprove", "alwaysAllow", "timeout"}
+# The clients' `type` values, as a `transport` (None: a local stdio server).
+_CLIENT_TYPES = {"stdio": None, "http": "streamable-http", "streamable-http": "streamable-http"}
+_CLIENT_TYPES |= {"streamableHttp": "streamable-http", "sse": "sse"}
 
 
 def load_config(path: str | Path) -> MeshConfig:
@@ -127,9 +216,16 @@ def _from_client_entry(path: Path, name: str, entry: Any) -> dict[str, Any]:
     key = f"mcpServers.{name}"
     if not isinstance(entry, dict):
         raise ConfigError(str(path), "must be an object", key=key)
-    if "url" in entry or entry.get("type") in {"http", "sse", "streamable-http"}:
-        raise ConfigError(str(path), "remote (url) servers are not supported yet", key=key)
-    return {k: v for k, v in entry.items() if k not in _CLIENT_ONLY_KEYS}
+    kind = entry.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind not in _CLIENT_TYPES):
+        raise ConfigError(
+            str(path), f"unknown server type {kind!r} (expected one of {', '.join(_CLIENT_TYPES)})", key=f"{key}.type"
+        )
+    table = {k: v for k, v in entry.items() if k not in _CLIENT_ONLY_KEYS}
+    transport = None if kind is None else _CLIENT_TYPES[kind]
+    if "url" in entry and transport is not None:
+        table["transport"] = transport
+    return table
 
 
 def _validate(path: Path, text: str, raw: dict[str, Any]) -> MeshConfig:
@@ -138,6 +234,8 @@ def _validate(path: Path, text: str, raw: dict[str, Any]) -> MeshConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         keys = [str(part) for part in first["loc"]]
+        if first["type"] == "mesh_setting":
+            keys.append(first["ctx"]["key"])
         if path.suffix.lower() == ".json" and keys[:1] == ["servers"]:
             keys[0] = "mcpServers"
         message = first["msg"].removeprefix("Value error, ")
@@ -145,7 +243,8 @@ def _validate(path: Path, text: str, raw: dict[str, Any]) -> MeshConfig:
             message = "unknown setting"
         elif first["type"] == "missing":
             message = "required setting is missing"
-        elif "input" in first and first["type"] != "missing":
+        # A header's value may be a secret, so it is never echoed.
+        elif "input" in first and first["type"] not in ("missing", "mesh_setting") and "headers" not in keys:
             message += f" (got {first['input']!r})"
         more = len(exc.errors()) - 1
         if more:

@@ -202,6 +202,9 @@ class ChildProcess:
         log.info("stopped %s pid=%d code=%s", self.name, self.pid, code)
         return code
 
+    def describe_exit(self, code: int) -> str:
+        return describe_exit(code)
+
     def kill_group_now(self) -> None:
         """Last resort used when the event loop is going away."""
         _signal_group(self.pid, signal.SIGKILL)
@@ -223,6 +226,16 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     def process_exited(self) -> None:
         super().process_exited()
         self.exited.set()
+
+
+def describe_exit(code: int) -> str:
+    """A process's exit code in words."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

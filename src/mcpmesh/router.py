@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import anyio
 
-from mcpmesh.backend.upstream import Upstream, modern_meta
-from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MethodNotFound
-from mcpmesh.front.modern import NAME_BEARING, modernize_reply, strip_envelope
+from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
+from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MeshError, MethodNotFound
+from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, param_headers, strip_envelope
 from mcpmesh.front.session import FrontSession, Outbox
 from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, as_key, error, negotiate_version, params_of, result
 from mcpmesh.request_state import RequestStateSealer, Sealed, StateRejected
@@ -35,6 +35,7 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
 SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
 UNROUTABLE = -32601  # answered to a server request no single capable client can take
+MAX_TOOL_PAGES = 100  # a server whose tool list pages on forever is read this far
 READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
 # Client capabilities a 2026-07-28 server could only use through MRTR, which is not bridged here.
 _MRTR_CAPABILITIES = ("sampling", "elicitation", "roots")
@@ -120,6 +121,7 @@ class Multiplexer:
         self.server_requests: dict[RequestId, tuple[RequestId, FrontSession]] = {}
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.listeners: set[Listener] = set()
+        self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
         self.sealer = RequestStateSealer()
         self.suspended: dict[str, tuple[Call, RequestId, str]] = {}  # handle -> call, server request id, key
         self.dropped: Counter[str] = Counter()
@@ -132,6 +134,8 @@ class Multiplexer:
         self.upstream = upstream
         self.failed_reason = None
         self._attached.set()
+        if self.shared:  # a session-mode spare is not initialized yet: only its client may speak first
+            self.spawn(lambda: self._learn_tools(upstream))
         if self.shared and upstream.era == "legacy":
             for uri in self.subscribers:
                 self._background_call(upstream, "resources/subscribe", {"uri": uri})
@@ -338,6 +342,29 @@ class Multiplexer:
         self.listeners.add(listener)
         return honoured
 
+    async def _learn_tools(self, upstream: Upstream) -> None:
+        """Read every page of the server's tool list for the annotations 2026 requests are checked against."""
+        learned: dict[str, ParamHeaders] = {}
+        cursor: Any = None
+        for _ in range(MAX_TOOL_PAGES):
+            params: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
+            if upstream.era == "modern":
+                params["_meta"] = modern_meta({}, GATEWAY_INFO)
+            try:
+                reply = await upstream.call("tools/list", params, self.request_timeout)
+            except MeshError as exc:
+                log.info("%s: tools/list failed: %s", self.server, exc)
+                return
+            page = reply.get("result")
+            if not isinstance(page, dict):
+                return
+            learned.update(_tool_params(page))
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+        if upstream is self.upstream:
+            self.tool_params = learned
+
     def end_listeners(self) -> None:
         """End every listen stream gracefully: a `complete` result to its listen request."""
         for listener in list(self.listeners):
@@ -429,6 +456,8 @@ class Multiplexer:
             return
         self._finish(call)
         msg["id"] = call.client_id
+        if call.method == "tools/list" and isinstance(msg.get("result"), dict):
+            self.tool_params.update(_tool_params(msg["result"]))
         if upstream.era == "modern" and not call.session.modern:
             _to_handshake_era(msg)
         elif upstream.era == "legacy" and call.session.modern:
@@ -445,6 +474,8 @@ class Multiplexer:
             params["progressToken"] = call.client_token
             call.outbox.put(msg)
         elif method.endswith("/list_changed"):
+            if method == "notifications/tools/list_changed" and self.shared:
+                self.spawn(lambda: self._learn_tools(upstream))
             for session in self.sessions:
                 session.notify(msg)
             for listener in self.listeners:
@@ -628,6 +659,13 @@ def _level_passes(level: Any, wanted: str | None) -> bool:
     if wanted is None or level not in LOG_LEVELS:
         return True
     return LOG_LEVELS.index(level) >= LOG_LEVELS.index(wanted)
+
+
+def _tool_params(page: dict[str, Any]) -> dict[str, ParamHeaders]:
+    tools = page.get("tools")
+    if not isinstance(tools, list):
+        return {}
+    return {t["name"]: param_headers(t) for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)}
 
 
 def _name_of(msg: Message) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -163,3 +164,46 @@ def strip_envelope(msg: Message) -> None:
             del meta[key]
         if not meta:
             del msg["params"]["_meta"]
+
+
+ParamHeaders = dict[str, tuple[str, Any]]
+"""For one tool: lower-cased `Mcp-Param-<Name>` header -> (argument name, declared JSON type)."""
+
+
+def param_headers(tool: Any) -> ParamHeaders:
+    """The `x-mcp-header` annotations of a tool's primitive input properties."""
+    schema = tool.get("inputSchema") if isinstance(tool, dict) else None
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    found: ParamHeaders = {}
+    if isinstance(props, dict):
+        for arg, prop in props.items():
+            name = prop.get("x-mcp-header") if isinstance(prop, dict) else None
+            if isinstance(name, str) and name:
+                found[f"mcp-param-{name.lower()}"] = (arg, prop.get("type"))
+    return found
+
+
+def validate_param_headers(msg: Message, headers: Mapping[str, str], declared: ParamHeaders | None) -> None:
+    """Each recognized Mcp-Param-* header must agree with the argument it mirrors (and be sent
+    when the argument is); unrecognized ones are left alone."""
+    if not declared:
+        return
+    args = params_of(msg).get("arguments")
+    args = args if isinstance(args, dict) else {}
+    for header, (arg, json_type) in declared.items():
+        sent, value = decode_header(headers.get(header)), args.get(arg)
+        if value is None and headers.get(header) is None:
+            continue
+        if value is None or sent is None or not _same(json_type, value, sent):
+            raise Rejection(HEADER_MISMATCH, f"{header} header does not match arguments.{arg}")
+
+
+def _same(json_type: Any, value: Any, sent: str) -> bool:
+    if isinstance(value, bool):
+        return sent == ("true" if value else "false")
+    if isinstance(value, int | float) and json_type in ("integer", "number"):
+        try:
+            return float(sent) == float(value) if json_type == "number" else int(sent) == value
+        except ValueError:
+            return False
+    return sent == (value if isinstance(value, str) else json.dumps(value))

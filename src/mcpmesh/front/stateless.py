@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from mcpmesh.config import MeshSettings
 from mcpmesh.errors import InvalidRequest, MethodNotAllowed
-from mcpmesh.front.modern import Rejection, discover_result, status_for, validate_request
+from mcpmesh.front.modern import Rejection, discover_result, status_for, validate_param_headers, validate_request
 from mcpmesh.front.responses import accepted, first_or_disconnect, json_response, sse_events, sse_response
 from mcpmesh.front.security import check_post_headers, read_capped_body
 from mcpmesh.front.session import FrontSession
@@ -59,6 +59,12 @@ class StatelessEndpoint:
             # gives it the process of its own that `sharing = "session"` promises.
             text = f"server {server.name!r} runs one process per session: use the initialize handshake"
             return json_response(error(msg["id"], -32600, text), 400)
+        if msg["method"] == "tools/call":
+            try:
+                declared = server.mux.tool_params.get(params_of(msg).get("name"))  # type: ignore[arg-type]
+                validate_param_headers(msg, request.headers, declared)
+            except Rejection as exc:
+                return json_response(error(msg["id"], exc.code, exc.message, exc.data), exc.status)
         return await self._dispatch(request, server.mux, msg)
 
     async def _dispatch(self, request: Request, mux: Multiplexer, msg: Message) -> Response:
