@@ -1,0 +1,1 @@
+"""What the mesh records and observes: port leases and the event log (SQLite by default)."""

@@ -1,0 +1,35 @@
+"""The registry's interface: what any backend (SQLite embedded, etcd for clusters) provides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True)
+class PortLease:
+    port: int
+    holder: str
+    state: Literal["held", "released"]
+    since: float
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: float
+    server: str | None
+    kind: str
+    detail: dict[str, Any]
+
+
+class Registry(Protocol):
+    """Storage for port leases and events. Implementations make each call atomic."""
+
+    def leases(self) -> list[PortLease]: ...
+    def hold(self, port: int, holder: str) -> None: ...
+    def release(self, holder: str) -> int | None: ...
+    def append(self, kind: str, server: str | None, **detail: Any) -> int: ...
+    def events(self, after: int = 0, limit: int = 100, server: str | None = None) -> list[Event]: ...
+    def trim_events(self, keep: int) -> int: ...
+    def close(self) -> None: ...
