@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from mcpmesh.app import Mesh, create_app
 from mcpmesh.config import MeshConfig
@@ -77,15 +79,23 @@ class RunningMesh:
 
 
 @asynccontextmanager
-async def running_mesh(servers: dict[str, dict[str, Any]], **mesh: Any) -> AsyncIterator[RunningMesh]:
-    """Start a mesh with these servers on a free port; wait until every server settled."""
-    config = MeshConfig.model_validate({"mesh": {"port": 0, **mesh}, "servers": servers})
+async def running_mesh(
+    servers: dict[str, dict[str, Any]],
+    *,
+    port: int = 0,
+    wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+    **mesh: Any,
+) -> AsyncIterator[RunningMesh]:
+    """Start a mesh with these servers on a free port (or on `port`, to bring one back where it
+    was); wait until every server settled. `wrap` puts ASGI middleware in front of the app."""
+    mesh.setdefault("state_dir", tempfile.mkdtemp(prefix="mcpmesh-test-"))  # no registry shared between tests
+    config = MeshConfig.model_validate({"mesh": {**mesh, "port": port}, "servers": servers})
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            app if wrap is None else wrap(app),
             host="127.0.0.1",
-            port=0,
+            port=port,
             lifespan="on",
             log_level="warning",
             access_log=False,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mcpmesh.config import load_config
+from mcpmesh.config import expand_header, load_config
 from mcpmesh.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mcpmesh.toml"
@@ -82,7 +82,32 @@ def test_claude_code_mcp_json_without_json_suffix_is_detected(tmp_path: Path) ->
         ("d.toml", '[mesh]\nport = "high"\n[servers.x]\ncommand = "a"\n', "mesh.port", 2, "valid integer"),
         ("e.toml", '[servers."bad name!"]\ncommand = "a"\n', "servers", 1, "must be 1-64"),
         ("f.json", '{"mcpServers": {"t": {"command": "a", "envFile": ".env"}}}', "mcpServers.t.envFile", 1, "unknown"),
-        ("g.json", '{"mcpServers": {"r": {"url": "https://example.com/mcp"}}}', "mcpServers.r", None, "remote"),
+        (
+            "g.json",
+            '{"mcpServers": {"r": {"url": "https://e.com/mcp", "command": "a"}}}',
+            "mcpServers.r.url",
+            1,
+            "not both",
+        ),
+        ("h.toml", '[servers.x]\nurl = "https://e.com/mcp"\ncommand = "a"\n', "servers.x.url", 2, "not both"),
+        ("i.toml", '[servers.x]\nurl = "ftp://e.com/mcp"\n', "servers.x.url", 2, "http:// or https://"),
+        ("j.toml", '[servers.x]\ncommand = "a"\ntransport = "sse"\n', "servers.x.transport", 3, "only to remote"),
+        ("k.toml", '[servers.x]\nurl = "https://u:p@e.com/"\n', "servers.x.url", 2, "put them in `headers`"),
+        ("l.json", '{"mcpServers": {"r": {"type": "ws", "url": "wss://e.com"}}}', "mcpServers.r.type", None, "unknown"),
+        (
+            "m.toml",
+            '[servers.x]\nurl = "https://e.com/mcp"\nheaders = { Authorization = "Bearer ${MCPMESH_UNSET_VAR}" }\n',
+            "servers.x.headers.Authorization",
+            3,
+            "environment variable MCPMESH_UNSET_VAR is not set",
+        ),
+        (
+            "n.toml",
+            '[servers.x]\nurl = "https://e.com/mcp"\nheaders = { Mcp-Session-Id = "1" }\n',
+            "servers.x.headers.Mcp-Session-Id",
+            3,
+            "set by mcpmesh",
+        ),
     ],
 )
 def test_broken_files_name_the_file_key_line_and_problem(
@@ -95,6 +120,85 @@ def test_broken_files_name_the_file_key_line_and_problem(
     assert (err.path, err.key, err.line) == (str(path), key, line)
     assert problem in err.problem
     assert str(err).startswith(f"{path}:")
+
+
+def test_remote_servers_in_toml_take_a_url_a_transport_and_headers_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCPMESH_TEST_TOKEN", "s3cret")
+    text = """
+[servers.api]
+url = "https://mcp.example.com/mcp"
+headers = { Authorization = "Bearer ${MCPMESH_TEST_TOKEN}", X-Team = "blue" }
+sharing = "session"
+
+[servers.old]
+url = "https://old.example.com/sse"
+transport = "sse"
+"""
+    config = load_config(write(tmp_path, "r.toml", text))
+    api, old = config.servers["api"], config.servers["old"]
+    assert (api.command, api.url, api.transport, api.sharing) == (
+        None,
+        "https://mcp.example.com/mcp",
+        "streamable-http",
+        "session",
+    )
+    assert api.headers == {
+        "Authorization": "Bearer ${MCPMESH_TEST_TOKEN}",
+        "X-Team": "blue",
+    }  # expanded when connecting
+    assert expand_header("Authorization", api.headers["Authorization"]) == "Bearer s3cret"
+    assert (old.url, old.transport) == ("https://old.example.com/sse", "sse")
+
+
+def test_remote_entries_of_the_clients_json_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPMESH_TEST_TOKEN", "s3cret")
+    text = """{"mcpServers": {
+  "http": {"type": "http", "url": "https://e.com/mcp", "headers": {"Authorization": "Bearer ${MCPMESH_TEST_TOKEN}"}},
+  "streamable": {"type": "streamable-http", "url": "https://e.com/mcp"},
+  "sse": {"type": "sse", "url": "https://e.com/sse"},
+  "untyped": {"url": "https://e.com/mcp"},
+  "local": {"type": "stdio", "command": "mcp-server-time"}
+}}"""
+    servers = load_config(write(tmp_path, ".mcp.json", text)).servers
+    assert {name: (s.url, s.transport) for name, s in servers.items()} == {
+        "http": ("https://e.com/mcp", "streamable-http"),
+        "streamable": ("https://e.com/mcp", "streamable-http"),
+        "sse": ("https://e.com/sse", "sse"),
+        "untyped": ("https://e.com/mcp", "streamable-http"),
+        "local": (None, "streamable-http"),
+    }
+    assert servers["http"].headers == {"Authorization": "Bearer ${MCPMESH_TEST_TOKEN}"}
+    assert servers["local"].command == "mcp-server-time"
+
+
+def test_header_values_are_never_echoed_in_errors_reprs_or_check_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = write(
+        tmp_path, "bad.toml", '[servers.x]\nurl = "https://e.com/mcp"\nheaders = { "Bad Name" = "literal-secret" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert caught.value.key == "servers.x.headers.Bad Name" and "not a valid HTTP header name" in caught.value.problem
+    assert "literal-secret" not in str(caught.value)
+    monkeypatch.setenv("MCPMESH_TEST_BROKEN", "line-one\r\nInjected: literal-secret")
+    text = '[servers.x]\nurl = "https://e.com/mcp"\nheaders = { X-Key = "${MCPMESH_TEST_BROKEN}" }\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "broken.toml", text))
+    assert caught.value.key == "servers.x.headers.X-Key" and "printable ASCII" in caught.value.problem
+    assert "literal-secret" not in str(caught.value)
+    good = write(
+        tmp_path,
+        "good.toml",
+        '[servers.x]\nurl = "https://e.com/mcp?key=in-query"\nheaders = { X-Key = "literal-secret" }\n',
+    )
+    assert "literal-secret" not in repr(load_config(good))
+    ok = subprocess.run([sys.executable, "-m", "mcpmesh", "check-config", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "x: https://e.com/mcp (streamable-http, sharing=shared, headers: X-Key)" in ok.stdout
+    assert "literal-secret" not in ok.stdout + ok.stderr and "in-query" not in ok.stdout
 
 
 def test_syntax_errors_say_where(tmp_path: Path) -> None:

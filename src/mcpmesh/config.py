@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from mcpmesh.errors import ConfigError
+from mcpmesh.registry.ports import PortRange
 
 MiB = 1024 * 1024
 SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -65,6 +66,7 @@ class ServerConfig(_Strict):
     startup_timeout: float = Field(60.0, gt=0, description="seconds to spawn and handshake")
     max_line_bytes: int = Field(16 * MiB, ge=1024, description="stdout lines above this are dropped")
     restart: RestartPolicy = Field(default_factory=RestartPolicy)  # type: ignore[arg-type]  # pydantic fills defaults
+    dedicated_port: bool | None = Field(None, description="also listen on a port of its own (default: [mesh])")
 
     @field_validator("env")
     @classmethod
@@ -132,8 +134,10 @@ def expand_header(name: str, template: str, environ: Mapping[str, str] | None = 
         return environ[match.group(1)]
 
     value = ENV_REFERENCE.sub(variable, template)
-    if any(c in value for c in "\r\n\0"):
-        raise HeaderError(name, "the value (after expansion) must not contain line breaks or NUL")
+    if not all(c == "\t" or " " <= c <= "~" for c in value):
+        raise HeaderError(
+            name, "the value (after expansion) must be printable ASCII: no line breaks or control characters"
+        )
     return value
 
 
@@ -155,6 +159,20 @@ class MeshSettings(_Strict):
     session_idle_timeout: float = Field(1800.0, gt=0, description="idle sessions end after this")
     keepalive_interval: float = Field(15.0, gt=0, description="seconds between SSE keep-alives")
     legacy_sse: bool = Field(True, description="also serve the 2024-11-05 HTTP+SSE transport at /servers/<name>/sse")
+    ports: str = Field("11100-11199", description="the pool dedicated ports come from (inclusive range)")
+    dedicated_ports: bool = Field(False, description="give every server its own port (servers may override)")
+    port_release_grace: float = Field(600.0, ge=0, description="seconds a released port rests before reuse")
+    event_retention: int = Field(10_000, ge=100, description="events kept in the registry's log")
+
+    @field_validator("ports")
+    @classmethod
+    def _port_range(cls, ports: str) -> str:
+        PortRange.parse(ports)  # raises ValueError saying what is wrong
+        return ports
+
+    @property
+    def port_range(self) -> PortRange:
+        return PortRange.parse(self.ports)
 
 
 class MeshConfig(_Strict):
@@ -168,6 +186,10 @@ class MeshConfig(_Strict):
             if not SERVER_NAME.match(name):
                 raise ValueError(f"server name {name!r} must be 1-64 of [A-Za-z0-9_.-], starting alphanumeric")
         return servers
+
+    def wants_dedicated_port(self, name: str) -> bool:
+        own = self.servers[name].dedicated_port
+        return self.mesh.dedicated_ports if own is None else own
 
 
 # Keys that the clients' `mcpServers` entries use and that mean nothing here.

@@ -1,10 +1,9 @@
-"""Desired vs actual server processes: spawn, restart with backoff, warm spares, clean stop."""
+"""Desired vs actual servers: spawn (or connect), restart (or reconnect) with backoff, warm spares, clean stop."""
 
 from __future__ import annotations
 
 import logging
 import random
-import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -16,6 +15,8 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mcpmesh.backend.connection import Connection
+from mcpmesh.backend.remote import RemoteConnection
 from mcpmesh.backend.upstream import Upstream
 from mcpmesh.config import MeshConfig, ServerConfig
 from mcpmesh.errors import BackendUnavailable, MeshError, SpawnError
@@ -48,6 +49,7 @@ class ServerBase:
         self.reason = "not started yet"
         self.since = time.time()
         self.restarts = 0
+        self.blocked: str | None = None  # set before the mesh starts: why this server may not run
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -62,15 +64,21 @@ class ServerBase:
         assert self._tg is not None, "server is not running"
         self._tg.start_soon(fn)
 
-    async def _spawn_child(self) -> ChildProcess:
+    async def _spawn_child(self) -> Connection:
+        """Start the server's connection: a child process for `command`, HTTP for `url` (so a
+        restart of a remote server is a reconnect)."""
         cfg = self.config
+        if cfg.url is not None:
+            return await RemoteConnection.connect(self.name, cfg)
+        assert cfg.command is not None  # the config has exactly one of command and url
         env = child_environment(cfg.env, cfg.inherit_env)
         return await ChildProcess.spawn(self.name, cfg.command, cfg.args, env, cfg.cwd, cfg.max_line_bytes)
 
     async def _serve_until_exit(
-        self, child: ChildProcess, upstream: Upstream, on_ready: Callable[[], Awaitable[None]]
+        self, child: Connection, upstream: Upstream, on_ready: Callable[[], Awaitable[None]]
     ) -> str:
-        """Read the child's stdout while it lives; return why it ended. Always reaps its group."""
+        """Read what the server sends while it lives; return why it ended. Always stops it
+        (reaps a process's group, closes a remote connection)."""
         try:
             async with anyio.create_task_group() as tg:
                 done = anyio.Event()
@@ -91,7 +99,7 @@ class ServerBase:
                 with anyio.move_on_after(EXIT_READ_GRACE):
                     await done.wait()
                 tg.cancel_scope.cancel()
-            return _describe_exit(code)
+            return child.describe_exit(code)
         finally:
             with anyio.CancelScope(shield=True):
                 await child.stop()
@@ -125,7 +133,7 @@ class SharedServer(ServerBase):
     def __init__(self, name: str, config: ServerConfig, store: SessionStore):
         super().__init__(name, config, store)
         self.mux = Multiplexer(name, shared=True, request_timeout=config.request_timeout, spawn=self.spawn)
-        self.child: ChildProcess | None = None
+        self.child: Connection | None = None
 
     async def run(self) -> None:
         policy = self.config.restart
@@ -172,7 +180,7 @@ class SharedServer(ServerBase):
         try:
             return await self._serve_until_exit(child, upstream, handshake)
         finally:
-            self.mux.upstream_closed(upstream, "process exited")
+            self.mux.upstream_closed(upstream, _ended(child))
             self.child = None
 
     async def open_session(self, msg: Message, relay_to: Outbox | None = None) -> tuple[FrontSession, Call | Message]:
@@ -188,7 +196,7 @@ class SharedServer(ServerBase):
 class Spare:
     """A started, era-probed process waiting for its session."""
 
-    def __init__(self, child: ChildProcess, upstream: Upstream, mux: Multiplexer):
+    def __init__(self, child: Connection, upstream: Upstream, mux: Multiplexer):
         self.child, self.upstream, self.mux = child, upstream, mux
 
 
@@ -200,7 +208,7 @@ class PerSessionServer(ServerBase):
         send, receive = anyio.create_memory_object_stream[Spare](0)
         self._spares_in: MemoryObjectSendStream[Spare] = send
         self._spares_out: MemoryObjectReceiveStream[Spare] = receive
-        self.processes: set[ChildProcess] = set()
+        self.processes: set[Connection] = set()
 
     async def run(self) -> None:
         try:
@@ -244,20 +252,20 @@ class PerSessionServer(ServerBase):
                 code = await child.wait()
             self.spawn(child.stop)
             if code is not None:
-                raise SpawnError(f"{_describe_exit(code)} before answering") from exc
+                raise SpawnError(f"{child.describe_exit(code)} before answering") from exc
             raise
         finally:
             probed.set()
         mux.attach(upstream)
         return Spare(child, upstream, mux)
 
-    async def _lifetime(self, child: ChildProcess, upstream: Upstream, mux: Multiplexer, probed: anyio.Event) -> None:
+    async def _lifetime(self, child: Connection, upstream: Upstream, mux: Multiplexer, probed: anyio.Event) -> None:
         self.processes.add(child)
         try:
             reason = await self._serve_until_exit(child, upstream, probed.wait)
         finally:
             self.processes.discard(child)
-            mux.upstream_closed(upstream, "process exited")
+            mux.upstream_closed(upstream, _ended(child))
         for session in list(mux.sessions):
             self.store.close(session, f"server process {reason}")
 
@@ -298,7 +306,10 @@ class Supervisor:
     async def run(self) -> AsyncIterator[Supervisor]:
         async with anyio.create_task_group() as tg:
             for server in self.servers.values():
-                tg.start_soon(server.run)
+                if server.blocked is not None:  # e.g. its dedicated port could not be had
+                    server.set_state(State.FAILED, server.blocked)
+                else:
+                    tg.start_soon(server.run)
             tg.start_soon(self.store.expire_idle)
             try:
                 yield self
@@ -319,10 +330,7 @@ class Supervisor:
             await pending[0].changed.wait()
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
+def _ended(child: Connection) -> str:
+    """Why a server's connection is gone, for the errors of the requests still in flight on it."""
+    code = child.returncode
+    return child.describe_exit(code) if code is not None else "stopped"

@@ -1,4 +1,4 @@
-"""One MCP connection to one server process: framing, era detection, handshake, own calls."""
+"""One MCP connection to one server (a process or a remote URL): framing, era detection, handshake, own calls."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from mcpmesh import __version__
+from mcpmesh.backend.connection import Connection
 from mcpmesh.errors import BackendExited, BackendTimeout, JsonRpcError
 from mcpmesh.jsonrpc import (
     LEGACY_VERSIONS,
@@ -23,7 +24,6 @@ from mcpmesh.jsonrpc import (
     RequestId,
     is_valid_id,
 )
-from mcpmesh.process import ChildProcess
 
 Era = Literal["legacy", "modern"]
 
@@ -47,9 +47,10 @@ class MessageHandler(Protocol):
 
 
 class Upstream:
-    """Speaks JSON-RPC lines to one child; forwards everything else to its handler."""
+    """Speaks JSON-RPC messages over one connection (`child`: a process or a remote URL);
+    forwards everything else to its handler."""
 
-    def __init__(self, child: ChildProcess, handler: MessageHandler):
+    def __init__(self, child: Connection, handler: MessageHandler):
         self.child = child
         self.handler = handler
         self.name = child.name
