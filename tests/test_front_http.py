@@ -358,3 +358,20 @@ async def test_hostile_ids_and_tokens_get_clear_errors_or_are_ignored_never_a_50
     reply = await http.post(url, json=odd_token, headers=h)
     assert reply.status_code == 200 and reply.json()["id"] == 9
     assert (await http.post(url, json=call(10, "ping"), headers=h)).json()["result"] == {}
+
+
+async def test_a_request_to_an_unavailable_server_is_answered_with_its_own_id_in_both_eras() -> None:
+    broken = {"command": "/nonexistent/mcp-server", "restart": {"max_restarts": 0}}
+    async with running_mesh({"broken": broken}) as mesh, httpx.AsyncClient(timeout=20) as http:
+        legacy = await http.post(mesh.url("broken"), json={**INIT, "id": "init-7"}, headers=headers(version=None))
+        assert legacy.json()["id"] == "init-7" and legacy.json()["error"]["code"] == -32052
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        modern = await http.post(
+            mesh.url("broken"),
+            json={"jsonrpc": "2.0", "id": 42, "method": "tools/list", "params": {"_meta": meta}},
+            headers={**headers(version="2026-07-28"), "Mcp-Method": "tools/list"},
+        )
+        assert modern.json()["id"] == 42 and modern.json()["error"]["code"] == -32052

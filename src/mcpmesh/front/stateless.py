@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcpmesh.config import MeshSettings
-from mcpmesh.errors import InvalidRequest, MethodNotAllowed
+from mcpmesh.errors import InvalidRequest, JsonRpcError, MethodNotAllowed
 from mcpmesh.front.modern import Rejection, discover_result, status_for, validate_param_headers, validate_request
 from mcpmesh.front.responses import accepted, first_or_disconnect, json_response, sse_events, sse_response
 from mcpmesh.front.security import check_post_headers, read_capped_body
@@ -65,7 +65,10 @@ class StatelessEndpoint:
                 validate_param_headers(msg, request.headers, declared)
             except Rejection as exc:
                 return json_response(error(msg["id"], exc.code, exc.message, exc.data), exc.status)
-        return await self._dispatch(request, server.mux, msg)
+        try:
+            return await self._dispatch(request, server.mux, msg)
+        except JsonRpcError as exc:  # e.g. the server is restarting: answered with the request's id
+            return json_response(error(msg["id"], exc.code, exc.message, exc.data), status_for(exc.code))
 
     async def _dispatch(self, request: Request, mux: Multiplexer, msg: Message) -> Response:
         if msg["method"] == "server/discover":

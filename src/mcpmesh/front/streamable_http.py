@@ -78,6 +78,14 @@ class StreamableHttpEndpoint:
         if isinstance(body, list):
             return await self._batch(request, server, body)
         msg = check_message(body)
+        try:
+            return await self._handle(request, server, msg)
+        except JsonRpcError as exc:  # a request's error is its answer: with its id, or the client waits on
+            if "method" not in msg or "id" not in msg:
+                raise
+            return rpc_error(exc, msg["id"])
+
+    async def _handle(self, request: Request, server: ServerBase, msg: Message) -> Response:
         if msg.get("method") == "initialize" and "id" in msg:
             return await self._initialize(server, msg)
         session = self._session(request, server)
