@@ -14,9 +14,12 @@ from types import FrameType
 
 import anyio
 import uvicorn
+from rich.console import Console
 
 from mcpmesh import __version__
+from mcpmesh import status as inspect
 from mcpmesh.app import create_app
+from mcpmesh.backend.remote import safe_url
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError
 from mcpmesh.supervisor import State, Supervisor
@@ -32,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "up":
         return _up(args)
+    if args.command in ("status", "ports"):
+        return _inspect(args)
     _parser().print_help()
     return 2
 
@@ -51,7 +56,29 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check-config", help="validate a config file and exit (0 when valid)")
     check.add_argument("file")
+    status = sub.add_parser(
+        "status", help="what the running mesh observed about each server (exit 1 unless all healthy)"
+    )
+    ports = sub.add_parser("ports", help="the port pool as the registry in state_dir records it")
+    for command in (status, ports):
+        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+        command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
     return parser
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    console = Console()
+    if args.command == "status" and args.url:
+        return inspect.status(args.url.rstrip("/"), args.json, console)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "ports":
+        return inspect.ports(config, args.json, console)
+    return inspect.status(args.url or inspect.mesh_url(config), args.json, console)
 
 
 def _check_config(path: str) -> int:
@@ -61,7 +88,11 @@ def _check_config(path: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for name, server in config.servers.items():
-        print(f"{name}: {server.command} {' '.join(server.args)} (sharing={server.sharing})")
+        if server.url is not None:  # header names only: their values may be secrets
+            headers = f", headers: {', '.join(server.headers)}" if server.headers else ""
+            print(f"{name}: {safe_url(server.url)} ({server.transport}, sharing={server.sharing}{headers})")
+        else:
+            print(f"{name}: {server.command} {' '.join(server.args)} (sharing={server.sharing})")
     print(f"{path}: OK, {len(config.servers)} server(s)")
     return 0
 
@@ -93,6 +124,7 @@ class _MeshServer(uvicorn.Server):
 
 def _up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request to a remote server is noise
     try:
         config = load_config(args.config)
     except ConfigError as exc:

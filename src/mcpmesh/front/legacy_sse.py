@@ -55,7 +55,9 @@ class LegacySseEndpoint:
             return http_error(exc)
         conn = Connection(server.name)
         self.connections[conn.id] = conn
-        endpoint = f"{request.scope.get('root_path', '')}/servers/{server.name}/messages?session_id={conn.id}"
+        # The POST URI sits beside this stream's own path (/servers/<name>/sse, or /sse on a dedicated port).
+        base = request.scope.get("root_path", "") + request.url.path.removesuffix("/sse")
+        endpoint = f"{base}/messages?session_id={conn.id}"
         return sse_response(self._events(conn, endpoint))
 
     async def _events(self, conn: Connection, endpoint: str) -> AsyncIterator[bytes]:

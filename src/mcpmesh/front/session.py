@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,7 @@ class SessionStore:
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self._sessions: dict[str, FrontSession] = {}
+        self.on_event: Callable[[str, FrontSession, str], None] | None = None  # (kind, session, reason)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -163,6 +165,8 @@ class SessionStore:
             raise TooManySessions(f"Too many open sessions (limit {self.max_sessions})")
         self._sessions[session.id] = session
         log.info("session opened %s on %s by %s", session.id[:8], session.server, _client(session))
+        if self.on_event is not None:
+            self.on_event("session_opened", session, "")
 
     def get(self, session_id: str, server: str) -> FrontSession:
         session = self._sessions.get(session_id)
@@ -179,6 +183,8 @@ class SessionStore:
         if session.stream is not None:
             session.stream.finish()
         log.info("session closed %s on %s (%s)", session.id[:8], session.server, reason)
+        if self.on_event is not None:
+            self.on_event("session_closed", session, reason)
 
     def close_all(self, reason: str) -> None:
         for session in list(self._sessions.values()):

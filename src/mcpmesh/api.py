@@ -1,0 +1,174 @@
+"""The /v1 JSON API: what the mesh observed about each server, its sessions, ports and events,
+in its own shape and in the shape Consul's catalog and health endpoints use."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mcpmesh.front.responses import json_response
+from mcpmesh.front.session import SessionStore
+from mcpmesh.openapi import OPENAPI
+from mcpmesh.registry.base import Registry
+from mcpmesh.registry.ports import PortPool
+from mcpmesh.supervisor import ServerBase, SharedServer, State, Supervisor
+
+MAX_PAGE = 1000
+CONSUL_STATUS = {State.HEALTHY: "passing", State.STARTING: "warning", State.RESTARTING: "warning"}
+
+
+class Api:
+    def __init__(self, supervisor: Supervisor, store: SessionStore, registry: Registry, pool: PortPool):
+        self.supervisor = supervisor
+        self.store = store
+        self.registry = registry
+        self.pool = pool
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/servers", self.list_servers, methods=["GET"]),
+            Route("/v1/servers/{name}", self.get_server, methods=["GET"]),
+            Route("/v1/catalog/services", self.consul_services, methods=["GET"]),
+            Route("/v1/health/service/{name}", self.consul_health, methods=["GET"]),
+            Route("/v1/events", self.list_events, methods=["GET"]),
+            Route("/v1/ports", self.list_ports, methods=["GET"]),
+            Route("/v1/openapi.json", self.openapi, methods=["GET"]),
+        ]
+
+    # -- the mesh's own shape ----------------------------------------------------------------
+    async def list_servers(self, request: Request) -> Response:
+        base = _base_url(request)
+        return json_response({"servers": [self._describe(s, base) for s in self.supervisor.servers.values()]})
+
+    async def get_server(self, request: Request) -> Response:
+        server = self.supervisor.servers.get(request.path_params["name"])
+        if server is None:
+            return _not_found(f"no server named {request.path_params['name']!r}")
+        return json_response(self._describe(server, _base_url(request), detail=True))
+
+    def _describe(self, server: ServerBase, base: str, detail: bool = False) -> dict[str, Any]:
+        sessions = self.store.sessions_of(server.name)
+        child = server.child if isinstance(server, SharedServer) else None
+        upstream = server.mux.upstream if isinstance(server, SharedServer) else None
+        described: dict[str, Any] = {
+            "name": server.name,
+            "state": server.state.value,
+            "reason": server.reason,
+            "since": server.since,
+            "pid": getattr(child, "pid", None),
+            "uptime": round(time.time() - server.since, 3) if server.state == State.HEALTHY else None,
+            "restarts": server.restarts,
+            "sharing": server.config.sharing,
+            "era": upstream.era if upstream is not None else None,
+            "server_info": upstream.server_info if upstream is not None else None,
+            "tools": len(server.mux.tool_params) if isinstance(server, SharedServer) and upstream else None,
+            "urls": self._urls(server.name, base),
+            "sessions": len(sessions),
+            "clients": sorted({_client(s.client_info) for s in sessions}),
+            "last_error": server.reason if server.state in (State.FAILED, State.RESTARTING) else None,
+        }
+        if detail:
+            described["stderr_tail"] = list(getattr(child, "stderr_tail", []))[-50:]
+        return described
+
+    def _urls(self, name: str, base: str) -> dict[str, str]:
+        """Where a client reaches the server: the main port, and its own port if it has one."""
+        legacy_sse = self.supervisor.config.mesh.legacy_sse
+        urls = {"mcp": f"{base}/servers/{name}/mcp"}
+        if legacy_sse:
+            urls["sse"] = f"{base}/servers/{name}/sse"
+        port = self.pool.serving.get(name)
+        if port is not None:
+            own = f"http://{_host_for_url(self.supervisor.config.mesh.host)}:{port}"
+            urls["dedicated_mcp"] = f"{own}/mcp"
+            if legacy_sse:
+                urls["dedicated_sse"] = f"{own}/sse"
+        return urls
+
+    async def list_events(self, request: Request) -> Response:
+        try:
+            after = int(request.query_params.get("after", "0"))
+            limit = min(int(request.query_params.get("limit", "100")), MAX_PAGE)
+        except ValueError:
+            return _bad_request("after and limit must be integers")
+        if after < 0 or limit < 1:
+            return _bad_request("after must be >= 0 and limit >= 1")
+        events = self.registry.events(after, limit, request.query_params.get("server"))
+        body = [{"id": e.id, "at": e.at, "server": e.server, "kind": e.kind, "detail": e.detail} for e in events]
+        return json_response({"events": body, "next": events[-1].id if events else after})
+
+    async def list_ports(self, request: Request) -> Response:
+        size, used = self.pool.usage()
+        leases = [
+            {"port": lease.port, "holder": lease.holder, "state": lease.state, "since": lease.since}
+            for lease in self.registry.leases()
+        ]
+        foreign = [{"port": port, "holder": who, "state": "foreign"} for port, who in sorted(self.pool.foreign.items())]
+        return json_response({"range": str(self.pool.span), "size": size, "used": used, "ports": leases + foreign})
+
+    # -- Consul's shape ----------------------------------------------------------------------
+    async def consul_services(self, request: Request) -> Response:
+        return json_response({name: _tags(s) for name, s in self.supervisor.servers.items()})
+
+    async def consul_health(self, request: Request) -> Response:
+        server = self.supervisor.servers.get(request.path_params["name"])
+        if server is None:
+            return json_response([])  # Consul answers an unknown service with an empty list
+        status = CONSUL_STATUS.get(server.state, "critical")
+        address, port = request.url.hostname or "", request.url.port or 80  # where this client reached us
+        if request.query_params.get("passing") is not None and status != "passing":
+            return json_response([])
+        entry = {
+            "Node": {"Node": "mcpmesh", "Address": address},
+            "Service": {
+                "ID": server.name,
+                "Service": server.name,
+                "Tags": _tags(server),
+                "Address": address,
+                "Port": port,
+                "Meta": {"path": f"/servers/{server.name}/mcp"},
+            },
+            "Checks": [
+                {
+                    "Node": "mcpmesh",
+                    "CheckID": f"mcp:{server.name}",
+                    "Name": "MCP traffic",
+                    "Status": status,
+                    "Output": server.reason,
+                    "ServiceID": server.name,
+                    "ServiceName": server.name,
+                }
+            ],
+        }
+        return json_response([entry])
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(OPENAPI)
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _tags(server: ServerBase) -> list[str]:
+    return ["mcp", f"sharing:{server.config.sharing}"]
+
+
+def _client(info: dict[str, Any]) -> str:
+    return f"{info.get('name', '?')}/{info.get('version', '?')}"
+
+
+def _not_found(message: str) -> Response:
+    return json_response({"error": "not_found", "message": message}, 404)
+
+
+def _bad_request(message: str) -> Response:
+    return json_response({"error": "bad_request", "message": message}, 400)

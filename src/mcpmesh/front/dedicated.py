@@ -1,0 +1,136 @@
+"""Dedicated ports: a server with `dedicated_port` also listens on its own port from the pool,
+serving the same endpoints at /mcp (and /sse, /messages) for that one server."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcpmesh.config import MeshSettings
+from mcpmesh.front.legacy_sse import LegacySseEndpoint
+from mcpmesh.front.security import HostOriginGuard
+from mcpmesh.front.streamable_http import StreamableHttpEndpoint
+from mcpmesh.registry.base import Registry
+from mcpmesh.registry.ports import PortPool, PortPoolExhausted
+from mcpmesh.supervisor import Supervisor
+
+LISTEN_BACKLOG = 2048
+log = logging.getLogger("mcpmesh.ports")
+
+
+class _Named:
+    """Runs an endpoint as if the request had come in on /servers/<name>/..."""
+
+    def __init__(self, name: str, app: ASGIApp):
+        self.name, self.app = name, app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["path_params"] = {**scope.get("path_params", {}), "name": self.name}
+        await self.app(scope, receive, send)
+
+
+def _named(name: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        request.scope["path_params"] = {**request.path_params, "name": name}
+        return await handler(request)
+
+    return endpoint
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the main one."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def dedicated_app(
+    name: str, mcp: StreamableHttpEndpoint, sse: LegacySseEndpoint | None, settings: MeshSettings
+) -> Starlette:
+    routes = [Route("/mcp", _Named(name, mcp))]
+    if sse is not None:
+        routes += [
+            Route("/sse", _named(name, sse.stream), methods=["GET"]),
+            Route("/messages", _named(name, sse.post), methods=["POST"]),
+        ]
+    guard = Middleware(
+        HostOriginGuard,
+        bind_host=settings.host,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )
+    return Starlette(routes=routes, middleware=[guard])
+
+
+def allocate_dedicated(supervisor: Supervisor, pool: PortPool, registry: Registry) -> dict[str, socket.socket]:
+    """Before the servers start: a listening socket for every server that wants its own port. A
+    server whose port cannot be had is blocked with the reason (it goes to `failed`); others run."""
+    sockets: dict[str, socket.socket] = {}
+    for name, server in supervisor.servers.items():
+        if not supervisor.config.wants_dedicated_port(name):
+            continue
+        try:
+            port = pool.allocate(name)
+            sockets[name] = _listen(supervisor.config.mesh.host, port)
+        except PortPoolExhausted as exc:
+            server.blocked = str(exc)
+            registry.append("port_exhausted", name, reason=str(exc))
+            continue
+        except OSError as exc:  # taken between the bind test and now
+            server.blocked = f"dedicated port {port}: {exc.strerror or exc}"
+            continue
+        pool.serve(name, port)
+        registry.append("port_allocated", name, port=port)
+        log.info("%s: dedicated port %d", name, port)
+    return sockets
+
+
+@contextlib.asynccontextmanager
+async def dedicated_listeners(
+    sockets: dict[str, socket.socket],
+    mcp: StreamableHttpEndpoint,
+    sse: LegacySseEndpoint | None,
+    settings: MeshSettings,
+) -> AsyncIterator[None]:
+    """Serve each allocated socket for its server until the block ends."""
+    servers: list[_QuietServer] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            for name, sock in sockets.items():
+                app = dedicated_app(name, mcp, sse, settings)
+                config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+                listener = _QuietServer(config)
+                servers.append(listener)
+                tg.start_soon(listener.serve, [sock])  # our socket: uvicorn would sys.exit on a bind failure
+            try:
+                yield
+            finally:
+                for listener in servers:
+                    listener.should_exit = True
+    finally:
+        for sock in sockets.values():
+            sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock

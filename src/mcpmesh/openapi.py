@@ -1,0 +1,185 @@
+"""The OpenAPI 3 document of the /v1 API, served at /v1/openapi.json and checked by schemathesis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": kind, "nullable": True}
+
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_NOT_FOUND = _json(_ref("Error"), "No such server")
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "mcpmesh", "version": "1", "description": "What the mesh observed about its MCP servers."},
+    "paths": {
+        "/v1/servers": {
+            "get": {
+                "operationId": "listServers",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["servers"],
+                            "properties": {"servers": {"type": "array", "items": _ref("Server")}},
+                        }
+                    )
+                },
+            }
+        },
+        "/v1/servers/{name}": {
+            "get": {
+                "operationId": "getServer",
+                "parameters": [_NAME],
+                "responses": {"200": _json(_ref("ServerDetail")), "404": _NOT_FOUND},
+            }
+        },
+        "/v1/catalog/services": {
+            "get": {
+                "operationId": "consulCatalogServices",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}
+                    )
+                },
+            }
+        },
+        "/v1/health/service/{name}": {
+            "get": {
+                "operationId": "consulHealthService",
+                "parameters": [
+                    _NAME,
+                    {"name": "passing", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {"200": _json({"type": "array", "items": _ref("ConsulHealthEntry")})},
+            }
+        },
+        "/v1/events": {
+            "get": {
+                "operationId": "listEvents",
+                "parameters": [
+                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "server", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["events", "next"],
+                            "properties": {
+                                "events": {"type": "array", "items": _ref("Event")},
+                                "next": {"type": "integer"},
+                            },
+                        }
+                    ),
+                    "400": _json(_ref("Error"), "Bad paging parameters"),
+                },
+            }
+        },
+        "/v1/ports": {
+            "get": {
+                "operationId": "listPorts",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["range", "size", "used", "ports"],
+                            "properties": {
+                                "range": _nullable("string"),
+                                "size": {"type": "integer"},
+                                "used": {"type": "integer"},
+                                "ports": {"type": "array", "items": _ref("Port")},
+                            },
+                        }
+                    )
+                },
+            }
+        },
+        "/v1/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},
+    },
+    "components": {
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error", "message"],
+                "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "Server": {
+                "type": "object",
+                "required": ["name", "state", "reason", "since", "restarts", "sharing", "urls", "sessions", "clients"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "state": {
+                        "type": "string",
+                        "enum": ["starting", "healthy", "degraded", "unhealthy", "restarting", "failed", "stopped"],
+                    },
+                    "reason": {"type": "string"},
+                    "since": {"type": "number"},
+                    "pid": _nullable("integer"),
+                    "uptime": _nullable("number"),
+                    "restarts": {"type": "integer"},
+                    "sharing": {"type": "string", "enum": ["shared", "session"]},
+                    "era": {"type": "string", "enum": ["legacy", "modern"], "nullable": True},
+                    "server_info": _nullable("object"),
+                    "tools": _nullable("integer"),
+                    "urls": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "sessions": {"type": "integer"},
+                    "clients": {"type": "array", "items": {"type": "string"}},
+                    "last_error": _nullable("string"),
+                },
+            },
+            "ServerDetail": {
+                "allOf": [
+                    _ref("Server"),
+                    {
+                        "type": "object",
+                        "required": ["stderr_tail"],
+                        "properties": {"stderr_tail": {"type": "array", "items": {"type": "string"}}},
+                    },
+                ]
+            },
+            "Event": {
+                "type": "object",
+                "required": ["id", "at", "server", "kind", "detail"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "at": {"type": "number"},
+                    "server": _nullable("string"),
+                    "kind": {"type": "string"},
+                    "detail": {"type": "object"},
+                },
+            },
+            "Port": {
+                "type": "object",
+                "required": ["port", "holder", "state"],
+                "properties": {
+                    "port": {"type": "integer"},
+                    "holder": {"type": "string"},
+                    "state": {"type": "string", "enum": ["held", "released", "foreign"]},
+                    "since": {"type": "number"},
+                },
+            },
+            "ConsulHealthEntry": {
+                "type": "object",
+                "required": ["Node", "Service", "Checks"],
+                "properties": {
+                    "Node": {"type": "object"},
+                    "Service": {"type": "object"},
+                    "Checks": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+        }
+    },
+}

@@ -1,0 +1,91 @@
+"""`mcpmesh status` and `mcpmesh ports`: what a running mesh reports, and the port pool on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from mcpmesh.config import MeshConfig
+from mcpmesh.registry.sqlite import SqliteRegistry
+
+STATE_STYLE = {
+    "healthy": "green",
+    "degraded": "yellow",
+    "starting": "cyan",
+    "restarting": "yellow",
+    "unhealthy": "red",
+    "failed": "bold red",
+    "stopped": "dim",
+}
+REGISTRY_FILE = "registry.sqlite3"
+
+
+def mesh_url(config: MeshConfig) -> str:
+    host = config.mesh.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    return f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{config.mesh.port}"
+
+
+def status(base_url: str, as_json: bool, console: Console) -> int:
+    """Print every server's observed state; 0 when all are healthy, 1 otherwise, 2 if unreachable."""
+    try:
+        servers = httpx.get(f"{base_url}/v1/servers", timeout=10).raise_for_status().json()["servers"]
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach the mesh at {base_url}: {exc}[/red]")
+        return 2
+    if as_json:
+        console.print_json(json.dumps(servers))
+    else:
+        console.print(_servers_table(servers))
+    return 0 if all(s["state"] == "healthy" for s in servers) else 1
+
+
+def _servers_table(servers: list[dict[str, Any]]) -> Table:
+    table = Table(title="mcpmesh servers", title_justify="left")
+    for column in ("server", "state", "reason", "pid", "era", "sharing", "sessions", "restarts", "url"):
+        table.add_column(column, overflow="fold")
+    for s in servers:
+        style = STATE_STYLE.get(s["state"], "")
+        table.add_row(
+            s["name"],
+            f"[{style}]{s['state']}[/{style}]" if style else s["state"],
+            s["reason"],
+            str(s["pid"] or "-"),
+            s["era"] or "-",
+            s["sharing"],
+            str(s["sessions"]),
+            str(s["restarts"]),
+            s["urls"].get("dedicated_mcp") or s["urls"]["mcp"],
+        )
+    return table
+
+
+def ports(config: MeshConfig, as_json: bool, console: Console) -> int:
+    """Print the port pool as the registry on disk records it (the mesh need not be running)."""
+    path = Path(config.mesh.state_dir) / REGISTRY_FILE
+    if not path.exists():
+        console.print(f"no registry at {path} yet: the mesh has not run with this state_dir")
+        return 0
+    registry = SqliteRegistry(path)
+    try:
+        leases = registry.leases()
+    finally:
+        registry.close()
+    if as_json:
+        rows = [{"port": x.port, "holder": x.holder, "state": x.state, "since": x.since} for x in leases]
+        console.print_json(json.dumps({"range": config.mesh.ports, "ports": rows}))
+        return 0
+    table = Table(title=f"port pool {config.mesh.ports}", title_justify="left")
+    for column in ("port", "holder", "state", "since"):
+        table.add_column(column)
+    for lease in leases:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.since))
+        table.add_row(str(lease.port), lease.holder, lease.state, since)
+    console.print(table)
+    return 0
