@@ -120,12 +120,18 @@ async def test_events_page_and_record_sessions(tmp_path: Path) -> None:
         for _ in range(3):
             async with mcp.Client(mesh.url("fixture"), mode="legacy") as client:
                 await client.list_tools()
-        page = (await get(mesh.base_url, "/v1/events", limit=2, server="fixture")).json()
-        assert len(page["events"]) == 2 and page["events"][0]["kind"] == "session_opened"
-        rest = (await get(mesh.base_url, "/v1/events", after=page["next"], server="fixture")).json()["events"]
-        kinds = [e["kind"] for e in page["events"] + rest]
-        assert kinds == ["session_opened", "session_closed"] * 3
-        assert rest[-1]["detail"]["reason"] == "deleted by the client"
+        collected: list[dict[str, Any]] = []
+        after = 0
+        while page := (await get(mesh.base_url, "/v1/events", limit=2, after=after, server="fixture")).json()["events"]:
+            assert len(page) <= 2
+            collected += page
+            after = page[-1]["id"]
+        ids = [e["id"] for e in collected]
+        assert ids == sorted(set(ids))  # every event once, in order
+        assert [e["kind"] for e in collected][:2] == ["spawned", "state_changed"]
+        sessions = [e for e in collected if e["kind"].startswith("session_")]
+        assert [e["kind"] for e in sessions] == ["session_opened", "session_closed"] * 3
+        assert sessions[-1]["detail"]["reason"] == "deleted by the client"
         for bad in ({"after": "x"}, {"limit": 0}, {"after": -1}):
             reply = await get(mesh.base_url, "/v1/events", **bad)
             assert reply.status_code == 400 and reply.json()["error"] == "bad_request", bad

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from mcpmesh.front.session import FrontSession, SessionStore
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
 from mcpmesh.registry.ports import PortPool
 from mcpmesh.registry.sqlite import SqliteRegistry
-from mcpmesh.supervisor import Supervisor
+from mcpmesh.supervisor import State, Supervisor
 
 OnStarted = Callable[[Supervisor], Awaitable[None]]
 
@@ -41,6 +42,8 @@ class Mesh:
         self.store = SessionStore(settings.max_sessions, settings.session_idle_timeout)
         self.supervisor = Supervisor(config, self.store)
         self.store.on_event = self._session_event
+        for name, server in self.supervisor.servers.items():
+            server.record = functools.partial(self.registry.append, server=name)
 
     def _session_event(self, kind: str, session: FrontSession, reason: str) -> None:
         client = f"{session.client_info.get('name', '?')}/{session.client_info.get('version', '?')}"
@@ -73,12 +76,20 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
             mesh.registry.trim_events(settings.event_retention)
             mesh.registry.close()
 
+    async def readyz(request: Request) -> Response:
+        """200 only when every server not marked optional is healthy."""
+        servers = mesh.supervisor.servers
+        waiting = {n: s.state.value for n, s in servers.items() if not s.config.optional and s.state != State.HEALTHY}
+        body = {"ready": not waiting, "servers": {n: s.state.value for n, s in servers.items()}}
+        return json_response(body, 503 if waiting else 200)
+
     async def healthz(request: Request) -> Response:
         servers = {name: s.state.value for name, s in mesh.supervisor.servers.items()}
         return json_response({"status": "ok", "sessions": len(mesh.store), "servers": servers})
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/servers/{name}/mcp", mcp_endpoint),
         *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool).routes(),
     ]

@@ -67,6 +67,9 @@ class ServerConfig(_Strict):
     max_line_bytes: int = Field(16 * MiB, ge=1024, description="stdout lines above this are dropped")
     restart: RestartPolicy = Field(default_factory=RestartPolicy)  # type: ignore[arg-type]  # pydantic fills defaults
     dedicated_port: bool | None = Field(None, description="also listen on a port of its own (default: [mesh])")
+    health_interval: float = Field(10.0, gt=0, description="seconds between active MCP probes (ping / server/discover)")
+    health_timeout: float = Field(5.0, gt=0, description="seconds a probe may take before it counts as a miss")
+    optional: bool = Field(False, description="/readyz does not wait for this server")
 
     @field_validator("env")
     @classmethod

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -17,22 +17,33 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mcpmesh.backend.connection import Connection
 from mcpmesh.backend.remote import RemoteConnection
-from mcpmesh.backend.upstream import Upstream
+from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
 from mcpmesh.config import MeshConfig, ServerConfig
-from mcpmesh.errors import BackendUnavailable, MeshError, SpawnError
+from mcpmesh.errors import BackendTimeout, BackendUnavailable, MeshError, SpawnError
 from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
 from mcpmesh.process import ChildProcess, child_environment
 from mcpmesh.router import Call, Multiplexer
 
+UNHEALTHY_AFTER = 2  # probes missed in a row before a live process is restarted
 EXIT_READ_GRACE = 1.0  # after exit, stdout already written is still delivered for this long
 
 log = logging.getLogger("mcpmesh.supervisor")
 
 
+class Recorder(Protocol):
+    def __call__(self, kind: str, **detail: Any) -> Any: ...
+
+
+def _no_record(kind: str, **detail: Any) -> None:
+    return None
+
+
 class State(StrEnum):
     STARTING = "starting"
     HEALTHY = "healthy"
+    DEGRADED = "degraded"  # alive, but the last probe went unanswered
+    UNHEALTHY = "unhealthy"  # probes unanswered in a row: being restarted
     RESTARTING = "restarting"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -50,12 +61,14 @@ class ServerBase:
         self.since = time.time()
         self.restarts = 0
         self.blocked: str | None = None  # set before the mesh starts: why this server may not run
+        self.record: Recorder = _no_record  # appends to the event log (the mesh sets it)
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
 
     def set_state(self, state: State, reason: str) -> None:
         if state != self.state or reason != self.reason:
             log.log(logging.WARNING if state == State.FAILED else logging.INFO, "%s: %s (%s)", self.name, state, reason)
+            self.record("state_changed", state=state.value, reason=reason)
         self.state, self.reason, self.since = state, reason, time.time()
         self.changed.set()
         self.changed = anyio.Event()
@@ -169,6 +182,7 @@ class SharedServer(ServerBase):
         except MeshError as exc:
             return str(exc)
         self.child = child
+        self.record("spawned", pid=child.pid, command=self.config.command or self.config.url)
         upstream = Upstream(child, self.mux)
 
         async def handshake() -> None:
@@ -176,12 +190,44 @@ class SharedServer(ServerBase):
                 await upstream.handshake(self.config.startup_timeout)
             self.mux.attach(upstream)
             self.set_state(State.HEALTHY, f"initialized ({upstream.era} era)")
+            self.spawn(lambda: self._probe(child, upstream))
 
+        reason = "ended"
         try:
-            return await self._serve_until_exit(child, upstream, handshake)
+            reason = await self._serve_until_exit(child, upstream, handshake)
+            return reason
         finally:
             self.mux.upstream_closed(upstream, _ended(child))
             self.child = None
+            self.record("exited", pid=child.pid, reason=reason)
+
+    async def _probe(self, child: Connection, upstream: Upstream) -> None:
+        """Ask the live process over MCP at every interval; restart it when it stops answering."""
+        method = "ping" if upstream.era == "legacy" else "server/discover"
+        params: dict[str, Any] = {} if upstream.era == "legacy" else {"_meta": modern_meta({}, GATEWAY_INFO)}
+        misses = 0
+        while True:
+            await anyio.sleep(self.config.health_interval)
+            if upstream.closed or upstream is not self.mux.upstream:
+                return
+            try:
+                await upstream.call(method, params, self.config.health_timeout)  # any answer means alive
+            except BackendTimeout:
+                misses += 1
+            except MeshError:
+                return  # the process is gone; its exit is handled by the run loop
+            else:
+                if misses:
+                    self.set_state(State.HEALTHY, f"answered {method} again")
+                misses = 0
+                continue
+            why = f"no answer to {method} within {self.config.health_timeout:g}s"
+            if misses < UNHEALTHY_AFTER:
+                self.set_state(State.DEGRADED, why)
+                continue
+            self.set_state(State.UNHEALTHY, f"{why}, {misses} probes in a row: restarting it")
+            await child.stop()
+            return
 
     async def open_session(self, msg: Message, relay_to: Outbox | None = None) -> tuple[FrontSession, Call | Message]:
         session_id = self.store.new_id()

@@ -1,0 +1,81 @@
+"""Health from real MCP traffic: probes, states with reasons, events, /readyz."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import anyio
+import httpx
+import mcp
+import pytest
+
+from mcpmesh.supervisor import ServerBase, SharedServer, State
+from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"health_interval": 0.3, "health_timeout": 0.2, "restart": {"backoff_initial": 0.05, "backoff_max": 0.1}}
+
+
+async def states_until(server: ServerBase, wanted: State) -> list[str]:
+    """Every state the server passes through until it reaches `wanted`."""
+    seen = [server.state.value]
+    with anyio.fail_after(20):
+        while server.state != wanted or len(seen) == 1:
+            await server.changed.wait()
+            seen.append(server.state.value)
+            if server.state == wanted:
+                break
+    return seen
+
+
+async def events(mesh: RunningMesh, server: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=mesh.base_url) as http:
+        return (await http.get("/v1/events", params={"server": server, "limit": 1000})).json()["events"]  # type: ignore[no-any-return]
+
+
+async def test_a_live_server_that_stops_answering_becomes_unhealthy_and_is_restarted() -> None:
+    servers = {"stuck": {**fixture_server("faulty_server.py"), **FAST, "request_timeout": 30}}
+    async with running_mesh(servers) as mesh:
+        server = mesh.mesh.supervisor.servers["stuck"]
+        assert isinstance(server, SharedServer) and server.child is not None
+        first_pid = server.child.pid
+        async with mcp.Client(mesh.url("stuck"), mode="legacy") as client, anyio.create_task_group() as tg:
+
+            async def hang() -> None:
+                with pytest.raises(mcp.MCPError, match="exited with this request in flight"):
+                    await client.call_tool("freeze", {})  # the fixture's one loop stops answering anything
+
+            tg.start_soon(hang)
+            seen = await states_until(server, State.HEALTHY)
+        assert seen[:3] == ["healthy", "degraded", "unhealthy"] and "restarting" in seen
+        assert server.child is not None and server.child.pid != first_pid
+        kinds = [(e["kind"], e["detail"].get("state")) for e in await events(mesh, "stuck")]
+        assert ("state_changed", "unhealthy") in kinds
+        assert [k for k, _ in kinds].count("spawned") == 2 and ("exited", None) in kinds
+
+
+async def test_a_killed_server_is_restarting_then_healthy_with_matching_events() -> None:
+    async with running_mesh({"fixture": {**conformance_server(), **FAST}}) as mesh:
+        server = mesh.mesh.supervisor.servers["fixture"]
+        assert isinstance(server, SharedServer) and server.child is not None and server.child.pid is not None
+        os.kill(server.child.pid, signal.SIGKILL)
+        seen = await states_until(server, State.HEALTHY)
+        assert seen == ["healthy", "restarting", "healthy"]
+        log = await events(mesh, "fixture")
+        exited = next(e for e in log if e["kind"] == "exited")
+        assert exited["detail"]["reason"] == "killed by SIGKILL"
+        assert [e["detail"]["state"] for e in log if e["kind"] == "state_changed"][-2:] == ["restarting", "healthy"]
+
+
+async def test_readyz_waits_for_every_server_not_marked_optional() -> None:
+    broken = {"command": "/nonexistent/x", "restart": {"max_restarts": 0}}
+    async with running_mesh({"ok": conformance_server(), "broken": broken}) as mesh, httpx.AsyncClient() as http:
+        reply = await http.get(f"{mesh.base_url}/readyz")
+        assert reply.status_code == 503 and reply.json()["servers"] == {"ok": "healthy", "broken": "failed"}
+        assert (await http.get(f"{mesh.base_url}/healthz")).status_code == 200
+    async with running_mesh({"ok": conformance_server(), "broken": {**broken, "optional": True}}) as mesh:
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{mesh.base_url}/readyz")).status_code == 200
