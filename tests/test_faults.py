@@ -224,7 +224,7 @@ async def test_garbage_and_a_20_mib_line_on_stdout_are_dropped_and_counted_and_t
 async def test_a_call_the_server_never_answers_fails_with_the_timeout_error(sharing: str) -> None:
     async with running_mesh({"faulty": faulty(sharing=sharing, request_timeout=1)}) as mesh:
         with anyio.fail_after(15):
-            async with mcp.Client(mesh.url("faulty")) as client:
+            async with mcp.Client(mesh.url("faulty"), mode="legacy") as client:  # a session: one process
                 pid = await server_pid(client)
                 with pytest.raises(MCPError) as caught:
                     await client.call_tool("hang", {})

@@ -426,3 +426,51 @@ async def test_recognized_param_headers_must_mirror_their_arguments(http: httpx.
     assert (await post(http, url, without_count, **{"Mcp-Param-Region": "eu-west"})).status_code == 200
     stray = await post(http, url, without_count, **{"Mcp-Param-Region": "eu-west", "Mcp-Param-Count": "1"})
     assert stray.status_code == 400 and error_of(stray)["code"] == -32020
+
+
+async def test_a_session_mode_server_gives_each_2026_request_a_process_of_its_own() -> None:
+    servers = {"own": {**fixture_server("faulty_server.py"), "sharing": "session"}}
+    async with running_mesh(servers) as mesh, httpx.AsyncClient(timeout=20) as http:
+        server = mesh.mesh.supervisor.servers["own"]
+        discover = await post(http, mesh.url("own"), request(1, "server/discover"))
+        assert discover.json()["result"]["supportedVersions"] == [V]
+        pids = []
+        for n in range(2):
+            reply = await post(http, mesh.url("own"), request(n, "tools/call", {"name": "pids", "arguments": {}}))
+            pids.append(json.loads(reply.json()["result"]["content"][0]["text"])["pid"])
+            assert reply.json()["result"]["resultType"] == "complete"
+        assert pids[0] != pids[1]
+        with anyio.fail_after(15):
+            while len(server.processes) > 1:  # type: ignore[attr-defined]  # noqa: ASYNC110  # back to the warm spare
+                await anyio.sleep(0.05)
+        live = {p.pid for p in server.processes}  # type: ignore[attr-defined]
+        assert not live & set(pids)
+
+
+async def test_sdk_2026_client_works_against_session_mode_servers() -> None:
+    import mcp
+
+    from tests.conftest import everything_server, time_server
+
+    servers = {
+        "time": {**time_server(), "sharing": "session"},
+        "everything": {**everything_server(), "sharing": "session"},
+    }
+    async with running_mesh(servers) as mesh:
+        async with mcp.Client(mesh.url("time"), mode="2026-07-28") as client:
+            reply = await client.call_tool("get_current_time", {"timezone": "UTC"})
+            assert '"timezone": "UTC"' in reply.content[0].text  # type: ignore[union-attr]
+        async with mcp.Client(mesh.url("everything"), mode="2026-07-28") as client:
+            assert (await client.call_tool("echo", {"message": "own"})).content[0].text == "Echo: own"  # type: ignore[union-attr]
+
+
+async def test_with_stateless_requests_off_2026_requests_get_a_plain_400_and_clients_fall_back() -> None:
+    import mcp
+
+    async with running_mesh({"conf": conformance_server()}, stateless_requests=False) as mesh:
+        async with httpx.AsyncClient(timeout=20) as http:
+            reply = await post(http, mesh.url("conf"), request(1, "tools/list"))
+            assert reply.status_code == 400 and reply.json()["error"]["code"] == -32600  # not a 2026 error
+        async with mcp.Client(mesh.url("conf")) as client:  # auto mode: falls back to the handshake
+            assert "test_simple_text" in {t.name for t in (await client.list_tools()).tools}
+        assert len(mesh.mesh.store) == 0  # it used (and closed) a session

@@ -35,9 +35,11 @@ UPSTREAMS = {
     # The upstream mesh answers 2026-07-28 requests for a shared server (stateless POSTs) and sends
     # the front to the initialize handshake (a session id, a GET stream) for a session-mode one.
     "2026-07-28": ({"sharing": "shared"}, "streamable-http"),
-    "handshake": ({"sharing": "session"}, "streamable-http"),
+    "handshake": ({"sharing": "session"}, "streamable-http"),  # on an upstream with stateless_requests = false
     "sse": ({"sharing": "shared"}, "sse"),
 }
+# Mesh settings of each kind of upstream: the handshake-only one does not answer 2026-07-28 requests.
+UPSTREAM_MESH: dict[str, dict[str, Any]] = {"handshake": {"stateless_requests": False}}
 
 
 def remote(upstream: RunningMesh, transport: str, **settings: Any) -> dict[str, Any]:
@@ -59,14 +61,14 @@ async def wait_for_state(server: ServerBase, state: State) -> None:
 
 
 async def start_mesh(
-    tg: anyio.abc.TaskGroup, servers: dict[str, dict[str, Any]]
+    tg: anyio.abc.TaskGroup, servers: dict[str, dict[str, Any]], **mesh_settings: Any
 ) -> tuple[RunningMesh, Callable[[], Awaitable[None]]]:
     """A mesh run by a task of its own, and the function that stops it while the rest runs on."""
     stop, stopped = anyio.Event(), anyio.Event()
 
     async def run(*, task_status: anyio.abc.TaskStatus[RunningMesh]) -> None:
         try:
-            async with running_mesh(servers) as mesh:
+            async with running_mesh(servers, **mesh_settings) as mesh:
                 task_status.started(mesh)
                 await stop.wait()
         finally:
@@ -102,7 +104,7 @@ async def test_sdk_clients_list_call_and_get_progress_through_a_mesh_in_front_of
     upstream: str, front_sharing: str
 ) -> None:
     settings, transport = UPSTREAMS[upstream]
-    async with running_mesh({"x": {**conformance_server(), **settings}}) as up:
+    async with running_mesh({"x": {**conformance_server(), **settings}}, **UPSTREAM_MESH.get(upstream, {})) as up:
         async with running_mesh({"x": remote(up, transport, sharing=front_sharing)}) as front:
             server = front.mesh.supervisor.servers["x"]
             assert server.state == State.HEALTHY, server.reason
@@ -134,7 +136,7 @@ async def test_upstream_stopped_fails_the_call_in_flight_and_the_front_reconnect
     settings, transport = UPSTREAMS[upstream]
     upstream_servers = {"x": {**fixture_server("isolation_server.py"), **settings}}
     async with anyio.create_task_group() as tg:
-        up, stop_upstream = await start_mesh(tg, upstream_servers)
+        up, stop_upstream = await start_mesh(tg, upstream_servers, **UPSTREAM_MESH.get(upstream, {}))
         front_server = remote(up, transport, restart=RECONNECT_FAST, request_timeout=120)
         async with running_mesh({"x": front_server}) as front:
             server = front.mesh.supervisor.servers["x"]
@@ -159,7 +161,7 @@ async def test_upstream_stopped_fails_the_call_in_flight_and_the_front_reconnect
                     await wait_for_state(server, State.RESTARTING)
                 assert "connection lost" in server.reason or "cannot reach" in server.reason, server.reason
 
-                async with running_mesh(upstream_servers, port=up.port):  # back where it was
+                async with running_mesh(upstream_servers, port=up.port, **UPSTREAM_MESH.get(upstream, {})):
                     with anyio.fail_after(30):
                         await wait_for_state(server, State.HEALTHY)
                         # The same client session carries on, and new clients work as before.
@@ -189,7 +191,8 @@ async def test_a_2026_upstream_gone_quiet_is_found_out_by_the_next_call_which_fa
 
 async def test_a_session_the_upstream_ends_is_replaced_by_a_new_one() -> None:
     """404 for the front's session id (the upstream forgot it): the front initializes afresh."""
-    async with running_mesh({"x": {**conformance_server(), "sharing": "session"}}) as up:
+    handshake_only = UPSTREAM_MESH["handshake"]
+    async with running_mesh({"x": {**conformance_server(), "sharing": "session"}}, **handshake_only) as up:
         async with running_mesh({"x": remote(up, "streamable-http", restart=RECONNECT_FAST)}) as front:
             server = front.mesh.supervisor.servers["x"]
             assert len(up.mesh.store) == 1  # the front's own session on the upstream
@@ -287,7 +290,10 @@ async def test_configured_headers_reach_the_upstream_and_the_clients_authorizati
     headers = {"Authorization": "Bearer ${MCPMESH_TEST_TOKEN}", "X-Team": "blue"}
     seen: list[Request] = []
     client_auth = {"Authorization": f"Bearer {CLIENT_TOKEN}", "X-Client-Only": CLIENT_TOKEN}
-    async with running_mesh({"x": {**conformance_server(), **settings}}, wrap=lambda a: Recorder(a, seen)) as up:
+    upstream_mesh = UPSTREAM_MESH.get(upstream, {})
+    async with running_mesh(
+        {"x": {**conformance_server(), **settings}}, wrap=lambda a: Recorder(a, seen), **upstream_mesh
+    ) as up:
         async with running_mesh({"x": remote(up, transport, headers=headers)}) as front:
             assert SECRET not in repr(front.mesh.config)
             with anyio.fail_after(30):

@@ -162,6 +162,9 @@ class MeshSettings(_Strict):
     session_idle_timeout: float = Field(1800.0, gt=0, description="idle sessions end after this")
     keepalive_interval: float = Field(15.0, gt=0, description="seconds between SSE keep-alives")
     legacy_sse: bool = Field(True, description="also serve the 2024-11-05 HTTP+SSE transport at /servers/<name>/sse")
+    stateless_requests: bool = Field(
+        True, description="answer 2026-07-28 requests (false: a plain 400 sends clients to the handshake)"
+    )
     ports: str = Field("11100-11199", description="the pool dedicated ports come from (inclusive range)")
     dedicated_ports: bool = Field(False, description="give every server its own port (servers may override)")
     port_release_grace: float = Field(600.0, ge=0, description="seconds a released port rests before reuse")

@@ -115,6 +115,7 @@ class Multiplexer:
         self.upstream: Upstream | None = None
         self.failed_reason: str | None = None
         self.on_detach: Callable[[FrontSession], None] | None = None
+        self.on_idle: Callable[[], None] | None = None  # nothing in flight any more (per-request processes)
         self.sessions: set[FrontSession] = set()
         self.calls: dict[RequestId, Call] = {}
         self.tokens: dict[Any, Call] = {}
@@ -447,6 +448,8 @@ class Multiplexer:
             call.timer.cancel()
         if call.suspended is not None:
             self.suspended.pop(call.suspended, None)
+        if not self.calls and self.on_idle is not None:
+            self.on_idle()
 
     # -- server -> client (called from the Upstream's read loop) -----------------------------
     def on_backend_response(self, upstream: Upstream, msg: Message) -> None:

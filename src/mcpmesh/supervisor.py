@@ -326,6 +326,21 @@ class PerSessionServer(ServerBase):
             return session, result(msg["id"], spare.mux.initialize_result(params_of(msg)))
         return session, await spare.mux.handle_request(session, msg)  # the client's own handshake
 
+    async def stateless(self, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Multiplexer:
+        """A process of its own for one 2026-07-28 request (the stateless form of a session):
+        handshaken on the caller's behalf if it is a handshake-era server, stopped once idle."""
+        spare = await self._take_spare()
+        if spare.upstream.era == "legacy":
+            # Input-required results are not bridged across a per-request process's retries.
+            caps = {k: v for k, v in capabilities.items() if k not in ("sampling", "elicitation", "roots")}
+            try:
+                await spare.upstream.initialize(self.config.startup_timeout, caps, client_info or GATEWAY_INFO)
+            except MeshError:
+                self.spawn(spare.child.stop)
+                raise
+        spare.mux.on_idle = lambda: self.spawn(spare.child.stop)
+        return spare.mux
+
     async def _take_spare(self) -> Spare:
         if self.state == State.FAILED:
             raise BackendUnavailable(f"server {self.name!r} is unavailable: {self.reason}")

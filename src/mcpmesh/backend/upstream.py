@@ -161,11 +161,16 @@ class Upstream:
         """Probe the era, then initialize a handshake-era server exactly once."""
         if await self.probe(timeout) == "modern":
             return
-        params = {
-            "protocolVersion": LEGACY_VERSIONS[0],
-            "capabilities": GATEWAY_CAPABILITIES,
-            "clientInfo": GATEWAY_INFO,
-        }
+        await self.initialize(timeout)
+
+    async def initialize(
+        self,
+        timeout: float,  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+        capabilities: dict[str, Any] = GATEWAY_CAPABILITIES,
+        client_info: dict[str, Any] = GATEWAY_INFO,
+    ) -> None:
+        """The handshake, once per process: as the gateway, or on one client's behalf."""
+        params = {"protocolVersion": LEGACY_VERSIONS[0], "capabilities": capabilities, "clientInfo": client_info}
         reply = await self.call("initialize", params, timeout)
         if "error" in reply:
             if _is_modern_error(reply) and await self._probe_modern(timeout):

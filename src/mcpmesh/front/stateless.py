@@ -27,7 +27,7 @@ from mcpmesh.jsonrpc import (
     result,
 )
 from mcpmesh.router import LOG_LEVELS, META_SUBSCRIPTION_ID, Call, Listener, Multiplexer
-from mcpmesh.supervisor import ServerBase, SharedServer
+from mcpmesh.supervisor import PerSessionServer, ServerBase, SharedServer
 
 CLOSED_BY_CLIENT = "the client closed the response stream"
 
@@ -54,11 +54,9 @@ class StatelessEndpoint:
             validate_request(msg, request.headers, request.scope["headers"])
         except Rejection as exc:
             return json_response(error(msg["id"], exc.code, exc.message, exc.data), exc.status)
-        if not isinstance(server, SharedServer):
-            # No 2026 error body: a dual-era client falls back to the initialize handshake, which
-            # gives it the process of its own that `sharing = "session"` promises.
-            text = f"server {server.name!r} runs one process per session: use the initialize handshake"
-            return json_response(error(msg["id"], -32600, text), 400)
+        if isinstance(server, PerSessionServer):
+            return await self._own_process(request, server, msg)
+        assert isinstance(server, SharedServer)
         if msg["method"] == "tools/call":
             try:
                 declared = server.mux.tool_params.get(params_of(msg).get("name"))  # type: ignore[arg-type]
@@ -70,6 +68,19 @@ class StatelessEndpoint:
         except JsonRpcError as exc:  # e.g. the server is restarting: answered with the request's id
             return json_response(error(msg["id"], exc.code, exc.message, exc.data), status_for(exc.code))
 
+    async def _own_process(self, request: Request, server: PerSessionServer, msg: Message) -> Response:
+        """`sharing = "session"`: this request gets a process of its own, stopped once it is answered."""
+        meta: dict[str, Any] = params_of(msg)["_meta"]
+        info = meta.get(META_CLIENT_INFO)
+        try:
+            mux = await server.stateless(meta[META_CLIENT_CAPABILITIES], info if isinstance(info, dict) else {})
+        except JsonRpcError as exc:
+            return json_response(error(msg["id"], exc.code, exc.message, exc.data), status_for(exc.code))
+        response = await self._dispatch(request, mux, msg)
+        if not mux.calls and mux.on_idle is not None:
+            mux.on_idle()  # answered here (discover, an error): nothing will end a call later
+        return response
+
     async def _dispatch(self, request: Request, mux: Multiplexer, msg: Message) -> Response:
         if msg["method"] == "server/discover":
             upstream = await mux.ready_upstream()
@@ -79,7 +90,7 @@ class StatelessEndpoint:
             return json_response(result(msg["id"], info))
         if msg["method"] == "subscriptions/listen":
             return await self._listen(mux, msg)
-        reply = await mux.handle_request(_caller(mux, msg, request), msg)
+        reply = await mux.handle_request(_caller(mux.server, msg, request, mux), msg)
         if isinstance(reply, dict):
             return _json(reply)
         return await self._stream(request, mux, reply)
@@ -119,7 +130,7 @@ class StatelessEndpoint:
         )
 
 
-def _caller(mux: Multiplexer, msg: Message, request: Request) -> FrontSession:
+def _caller(server: str, msg: Message, request: Request, mux: Multiplexer) -> FrontSession:
     """A stand-in session for one stateless request, built from its `_meta` envelope."""
     meta: dict[str, Any] = params_of(msg)["_meta"]
     info = meta.get(META_CLIENT_INFO)
@@ -127,7 +138,7 @@ def _caller(mux: Multiplexer, msg: Message, request: Request) -> FrontSession:
     return FrontSession(
         principal=_principal(request, info),
         id="",
-        server=mux.server,
+        server=server,
         protocol_version=MODERN_VERSION,
         capabilities=meta[META_CLIENT_CAPABILITIES],
         client_info=info if isinstance(info, dict) else {},

@@ -56,7 +56,7 @@ class StreamableHttpEndpoint:
             if server is None:
                 response = json_response(error(None, -32600, "Not Found: no such server"), 404)
             elif version is not None and version not in LEGACY_VERSIONS:
-                response = await self.stateless.handle(request, server)  # 2026-07-28 (or newer): no session
+                response = await self._stateless(request, server)  # 2026-07-28 (or newer): no session
             elif request.method == "POST":
                 response = await self._post(request, server)
             elif request.method == "GET":
@@ -70,6 +70,12 @@ class StreamableHttpEndpoint:
         except JsonRpcError as exc:
             response = rpc_error(exc)
         await response(scope, receive, send)
+
+    async def _stateless(self, request: Request, server: ServerBase) -> Response:
+        if self.settings.stateless_requests:
+            return await self.stateless.handle(request, server)
+        # No 2026 error body: a dual-era client falls back to the initialize handshake.
+        return json_response(error(None, -32600, "Bad Request: this mesh serves handshake-era sessions only"), 400)
 
     # -- POST --------------------------------------------------------------------------------
     async def _post(self, request: Request, server: ServerBase) -> Response:
