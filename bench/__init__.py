@@ -1,0 +1,1 @@
+"""mcpmesh's benchmark: the gateway beside direct stdio and the peer gateways (issue 6)."""

@@ -1,0 +1,79 @@
+"""mcpmesh with one or more tunings applied at start-up, from outside its source: the evidence behind
+the profile's suggestions (`python -m bench --variants gc,asyncio-event,...`). Never a contender by
+default; src/ is not touched.
+
+  python -m bench.variants TUNING[,TUNING...] up --config FILE ...   (the rest as for `mcpmesh`)
+
+Tunings:
+  gc              gc.freeze() once started, and gc.set_threshold(50_000, 50, 100): the young generation
+                  is collected every 50,000 allocations instead of 700 (py-spy: gc_collect_main 9% of
+                  the gateway's samples at 32 sessions)
+  asyncio-event   the Outbox's wake-up event is a plain asyncio.Event instead of anyio.Event (each
+                  anyio.Event() asks sniffio which library runs, costing a getpid() syscall)
+  no-proxy-headers  uvicorn without its ProxyHeadersMiddleware (on by default; a loopback gateway
+                  behind no proxy does not need it)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import types
+from typing import Any
+
+TUNINGS = ("gc", "asyncio-event", "no-proxy-headers")
+
+
+def apply(tunings: list[str]) -> None:
+    unknown = set(tunings) - set(TUNINGS)
+    if unknown:
+        sys.exit(f"unknown tuning(s): {', '.join(sorted(unknown))}; known: {', '.join(TUNINGS)}")
+    if "gc" in tunings:
+        gc.set_threshold(50_000, 50, 100)
+        from mcpmesh import app
+
+        create_app = app.create_app
+
+        def create_app_then_freeze(*args: Any, **kwargs: Any) -> Any:
+            made = create_app(*args, **kwargs)
+            gc.collect()
+            gc.freeze()  # what start-up allocated is never scanned again
+            return made
+
+        app.create_app = create_app_then_freeze
+        import mcpmesh.cli
+
+        mcpmesh.cli.create_app = create_app_then_freeze  # type: ignore[attr-defined]
+    if "asyncio-event" in tunings:
+        import anyio
+
+        from mcpmesh.front import session
+
+        shim = types.ModuleType("anyio_with_asyncio_event")
+        shim.__dict__.update({k: getattr(anyio, k) for k in dir(anyio) if not k.startswith("__")})
+        shim.Event = asyncio.Event  # type: ignore[attr-defined]
+        session.anyio = shim  # type: ignore[attr-defined]
+    if "no-proxy-headers" in tunings:
+        import uvicorn
+
+        config = uvicorn.Config
+
+        class Config(config):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any):
+                kwargs["proxy_headers"] = False
+                super().__init__(*args, **kwargs)
+
+        uvicorn.Config = Config  # type: ignore[misc]
+
+
+def main() -> int:
+    tunings = [t for t in sys.argv[1].split(",") if t]
+    apply(tunings)
+    from mcpmesh.cli import main as mesh_main
+
+    return mesh_main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
