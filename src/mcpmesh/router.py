@@ -14,88 +14,45 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
 from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
 from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MeshError, MethodNotFound
-from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, param_headers, strip_envelope
-from mcpmesh.front.session import FrontSession, Outbox
-from mcpmesh.jsonrpc import META_LOG_LEVEL, Message, RequestId, as_key, error, negotiate_version, params_of, result
+from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, strip_envelope
+from mcpmesh.front.session import FrontSession
+from mcpmesh.jsonrpc import Message, RequestId, as_key, error, negotiate_version, params_of, result
 from mcpmesh.request_state import RequestStateSealer, Sealed, StateRejected
+from mcpmesh.routing import (
+    LOG_LEVELS,
+    Call,
+    Listener,
+    Subscriber,
+    cancelled,
+    envelope,
+    level_passes,
+    may_receive,
+    name_of,
+    to_handshake_era,
+    tool_params_of,
+    wants_log,
+)
 
 LIST_CHANGED_FILTERS = {
     "toolsListChanged": "tools",
     "promptsListChanged": "prompts",
     "resourcesListChanged": "resources",
 }
-META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
 SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
 UNROUTABLE = -32601  # answered to a server request no single capable client can take
 MAX_TOOL_PAGES = 100  # a server whose tool list pages on forever is read this far
 READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
-# Client capabilities a 2026-07-28 server could only use through MRTR, which is not bridged here.
-_MRTR_CAPABILITIES = ("sampling", "elicitation", "roots")
 
 log = logging.getLogger("mcpmesh.router")
 
 Spawner = Callable[[Callable[[], Coroutine[Any, Any, Any]]], None]
-
-
-class Call:
-    """One client request in flight on the server."""
-
-    __slots__ = (
-        "session",
-        "client_id",
-        "backend_id",
-        "method",
-        "name",
-        "outbox",
-        "client_token",
-        "backend_token",
-        "timer",
-        "suspended",
-    )
-
-    def __init__(self, session: FrontSession, client_id: RequestId, method: str, name: Any = None):
-        self.session = session
-        self.client_id = client_id
-        self.method = method
-        self.name = name  # the tool or prompt name, or resource uri, a requestState is bound to
-        self.suspended: str | None = None  # handle while waiting for a 2026 client's input
-        self.outbox = session.call_outbox()
-        self.backend_id: RequestId = client_id
-        self.client_token: Any = None
-        self.backend_token: Any = None
-        self.timer: asyncio.TimerHandle | None = None
-
-
-class Subscriber(Protocol):
-    """Who can hold resource subscriptions: a session, or a 2026 listen stream."""
-
-    subscriptions: set[str]
-
-    def notify(self, msg: Message) -> None: ...
-
-
-class Listener:
-    """One 2026-07-28 `subscriptions/listen` stream: what it asked for, and its outbox."""
-
-    def __init__(self, subscription_id: RequestId):
-        self.subscription_id = subscription_id
-        self.methods: set[str] = set()  # the list_changed notifications it opted in to
-        self.subscriptions: set[str] = set()
-        self.outbox = Outbox()
-
-    def notify(self, msg: Message) -> None:
-        """Deliver a copy tagged with this stream's subscription id (the message is shared)."""
-        params = dict(params_of(msg))
-        params["_meta"] = {**(params.get("_meta") or {}), META_SUBSCRIPTION_ID: self.subscription_id}
-        self.outbox.put({**msg, "params": params})
 
 
 class Multiplexer:
@@ -206,7 +163,7 @@ class Multiplexer:
             self._finish(call)
             call.outbox.finish(error(call.client_id, SESSION_ENDED, f"session ended: {reason}"))
             if upstream is not None and self.shared:
-                self._send_quietly(upstream, _cancelled(call.backend_id, "client session ended"))
+                self._send_quietly(upstream, cancelled(call.backend_id, "client session ended"))
         for sid, (backend_id, owner) in list(self.server_requests.items()):
             if owner is session:
                 del self.server_requests[sid]
@@ -359,7 +316,7 @@ class Multiplexer:
             page = reply.get("result")
             if not isinstance(page, dict):
                 return
-            learned.update(_tool_params(page))
+            learned.update(tool_params_of(page))
             cursor = page.get("nextCursor")
             if not cursor:
                 break
@@ -397,7 +354,7 @@ class Multiplexer:
                     call.backend_token = meta["progressToken"] = call.backend_id
                 self.tokens[call.backend_token] = call
         if upstream.era == "modern" and not session.modern:
-            _envelope(msg, session)
+            envelope(msg, session)
         elif upstream.era == "legacy" and session.modern:
             strip_envelope(msg)
         self.calls[call.backend_id] = call
@@ -426,7 +383,7 @@ class Multiplexer:
         self._finish(call)
         call.outbox.finish(error(call.client_id, REQUEST_CANCELLED, "Request cancelled"))
         if self.upstream is not None:
-            self._send_quietly(self.upstream, _cancelled(call.backend_id, reason))
+            self._send_quietly(self.upstream, cancelled(call.backend_id, reason))
 
     def _time_out(self, call: Call) -> None:
         if self.calls.get(call.backend_id) is not call:
@@ -435,7 +392,7 @@ class Multiplexer:
         text = f"server {self.server!r} did not answer {call.method} within {self.request_timeout:g}s"
         call.outbox.finish(error(call.client_id, BackendTimeout.code, text))
         if self.upstream is not None:
-            self._send_quietly(self.upstream, _cancelled(call.backend_id, "timed out at the gateway"))
+            self._send_quietly(self.upstream, cancelled(call.backend_id, "timed out at the gateway"))
 
     def _finish(self, call: Call) -> None:
         if self.calls.get(call.backend_id) is call:
@@ -460,9 +417,9 @@ class Multiplexer:
         self._finish(call)
         msg["id"] = call.client_id
         if call.method == "tools/list" and isinstance(msg.get("result"), dict):
-            self.tool_params.update(_tool_params(msg["result"]))
+            self.tool_params.update(tool_params_of(msg["result"]))
         if upstream.era == "modern" and not call.session.modern:
-            _to_handshake_era(msg)
+            to_handshake_era(msg)
         elif upstream.era == "legacy" and call.session.modern:
             modernize_reply(msg, call.method, upstream.server_info)
         call.outbox.finish(msg)
@@ -505,11 +462,11 @@ class Multiplexer:
     def _deliver_attributed(self, msg: Message, level: Any) -> None:
         call = self._sole_call()
         if call is not None:
-            if level is None or _wants_log(call.session, level):
+            if level is None or wants_log(call.session, level):
                 call.outbox.put(msg)
         elif not self.shared:  # one session: what no single call owns goes to its GET stream
             for session in self.sessions:
-                if _level_passes(level, session.log_level):
+                if level_passes(level, session.log_level):
                     session.notify(msg)
         else:
             self.dropped["unattributable_notification"] += 1
@@ -577,7 +534,7 @@ class Multiplexer:
         """A retry carrying inputResponses: answer the waiting server request, reattach the call."""
         params = params_of(msg)
         try:
-            sealed = self.sealer.open(str(params["requestState"]), session.principal, msg["method"], _name_of(msg))
+            sealed = self.sealer.open(str(params["requestState"]), session.principal, msg["method"], name_of(msg))
         except StateRejected as exc:
             return error(msg["id"], InvalidParams.code, f"Invalid params: {exc}")
         entry = self.suspended.get(sealed.handle)
@@ -610,7 +567,7 @@ class Multiplexer:
             session = next(iter(self.sessions))
         else:
             return None
-        return session if _may_receive(session, method, params) else None
+        return session if may_receive(session, method, params) else None
 
     # -- helpers -----------------------------------------------------------------------------
     def _sync_log_level(self) -> None:
@@ -642,69 +599,3 @@ class Multiplexer:
             upstream.send(msg)
         except BackendExited:
             pass  # the process is gone; its exit is handled by its supervisor
-
-
-def _cancelled(request_id: RequestId, reason: Any) -> Message:
-    params: dict[str, Any] = {"requestId": request_id}
-    if isinstance(reason, str):
-        params["reason"] = reason
-    return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
-
-
-def _wants_log(session: FrontSession, level: Any) -> bool:
-    """Logs reach a 2026 client only on a request that asked for them (`_meta` logLevel)."""
-    if session.modern and session.log_level is None:
-        return False
-    return _level_passes(level, session.log_level)
-
-
-def _level_passes(level: Any, wanted: str | None) -> bool:
-    if wanted is None or level not in LOG_LEVELS:
-        return True
-    return LOG_LEVELS.index(level) >= LOG_LEVELS.index(wanted)
-
-
-def _tool_params(page: dict[str, Any]) -> dict[str, ParamHeaders]:
-    tools = page.get("tools")
-    if not isinstance(tools, list):
-        return {}
-    return {t["name"]: param_headers(t) for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)}
-
-
-def _name_of(msg: Message) -> Any:
-    key = NAME_BEARING.get(msg["method"])
-    return params_of(msg).get(key) if key else None
-
-
-def _may_receive(session: FrontSession, method: str, params: dict[str, Any]) -> bool:
-    if method == "sampling/createMessage":
-        return session.has_capability("sampling")
-    if method == "elicitation/create":
-        if params.get("mode") == "url":
-            return session.has_capability("elicitation", "url")
-        return session.has_capability("elicitation")
-    if method == "roots/list":
-        return session.has_capability("roots")
-    return True
-
-
-def _envelope(msg: Message, session: FrontSession) -> None:
-    """Wrap a handshake-era client's request for a 2026-07-28 server (per-request `_meta`)."""
-    params = msg.setdefault("params", {})
-    if not isinstance(params, dict):
-        return
-    meta = params.setdefault("_meta", {})
-    if not isinstance(meta, dict):
-        return
-    caps = {k: v for k, v in session.capabilities.items() if k not in _MRTR_CAPABILITIES}
-    meta.update(modern_meta(caps, session.client_info))
-    if session.log_level:
-        meta[META_LOG_LEVEL] = session.log_level
-
-
-def _to_handshake_era(msg: Message) -> None:
-    """A 2026 result a handshake-era client cannot act on becomes an error."""
-    res = msg.get("result")
-    if isinstance(res, dict) and res.get("resultType") == "input_required":
-        del msg["result"]
-        msg["error"] = {"code": -32603, "message": "server asked for client input (MRTR); not bridged yet"}

@@ -23,7 +23,8 @@ from mcpmesh.errors import BackendTimeout, BackendUnavailable, MeshError, SpawnE
 from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
 from mcpmesh.process import ChildProcess, child_environment
-from mcpmesh.router import Call, Multiplexer
+from mcpmesh.router import Multiplexer
+from mcpmesh.routing import Call
 
 UNHEALTHY_AFTER = 2  # probes missed in a row before a live process is restarted
 EXIT_READ_GRACE = 1.0  # after exit, stdout already written is still delivered for this long

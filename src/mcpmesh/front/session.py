@@ -16,7 +16,8 @@ from mcpmesh.errors import SessionNotFound, StreamConflict, TooManySessions
 from mcpmesh.jsonrpc import Message, RequestId
 
 if TYPE_CHECKING:
-    from mcpmesh.router import Call, Multiplexer
+    from mcpmesh.router import Multiplexer
+    from mcpmesh.routing import Call
 
 OUTBOX_NOTIFICATION_CAP = 4096  # notifications queued for a slow client beyond this are dropped
 

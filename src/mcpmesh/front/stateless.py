@@ -26,7 +26,8 @@ from mcpmesh.jsonrpc import (
     parse,
     result,
 )
-from mcpmesh.router import LOG_LEVELS, META_SUBSCRIPTION_ID, Call, Listener, Multiplexer
+from mcpmesh.router import Multiplexer
+from mcpmesh.routing import LOG_LEVELS, META_SUBSCRIPTION_ID, Call, Listener
 from mcpmesh.supervisor import PerSessionServer, ServerBase, SharedServer
 
 CLOSED_BY_CLIENT = "the client closed the response stream"

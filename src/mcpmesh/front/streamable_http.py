@@ -31,7 +31,7 @@ from mcpmesh.front.security import accepts, check_post_headers, read_capped_body
 from mcpmesh.front.session import FrontSession, SessionStore
 from mcpmesh.front.stateless import StatelessEndpoint
 from mcpmesh.jsonrpc import LEGACY_VERSIONS, Message, check_message, error, parse
-from mcpmesh.router import Call
+from mcpmesh.routing import Call
 from mcpmesh.supervisor import ServerBase, Supervisor
 
 SESSION_HEADER = "mcp-session-id"
