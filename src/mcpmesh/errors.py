@@ -12,8 +12,7 @@ MeshError
 │   ├── SessionRequired      400  no Mcp-Session-Id on a non-initialize request
 │   ├── SessionNotFound      404  unknown, expired or deleted session
 │   ├── StreamConflict       409  a second GET stream on one session
-│   ├── TooManySessions      503  session cap reached
-│   └── BadProtocolVersion   400  MCP-Protocol-Version not served here
+│   └── TooManySessions      503  session cap reached
 ├── JsonRpcError             answered as a JSON-RPC error object
 │   ├── ParseError           -32700
 │   ├── InvalidRequest       -32600
@@ -96,10 +95,6 @@ class TooManySessions(HttpError):
     code = -32603
 
 
-class BadProtocolVersion(HttpError):
-    status = 400
-
-
 class JsonRpcError(MeshError):
     """An error answered as a JSON-RPC error object (HTTP 200 for requests in a session)."""
 
@@ -109,12 +104,6 @@ class JsonRpcError(MeshError):
     def __init__(self, message: str, data: Any = None):
         super().__init__(message)
         self.message, self.data = message, data
-
-    def to_error(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            err["data"] = self.data
-        return err
 
 
 class ParseError(JsonRpcError):

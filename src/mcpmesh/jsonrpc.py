@@ -67,18 +67,6 @@ def is_request(msg: Message) -> bool:
     return "method" in msg and "id" in msg
 
 
-def is_notification(msg: Message) -> bool:
-    return "method" in msg and "id" not in msg
-
-
-def is_response(msg: Message) -> bool:
-    return "method" not in msg
-
-
-def encode(msg: Any) -> bytes:
-    return orjson.dumps(msg)
-
-
 def result(request_id: Any, value: Any) -> Message:
     return {"jsonrpc": "2.0", "id": request_id, "result": value}
 

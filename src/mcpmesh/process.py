@@ -205,10 +205,6 @@ class ChildProcess:
     def describe_exit(self, code: int) -> str:
         return describe_exit(code)
 
-    def kill_group_now(self) -> None:
-        """Last resort used when the event loop is going away."""
-        _signal_group(self.pid, signal.SIGKILL)
-
     async def _wait_for(self, seconds: float) -> int | None:
         try:
             return await asyncio.wait_for(asyncio.shield(self.wait()), seconds)

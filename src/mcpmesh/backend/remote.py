@@ -25,7 +25,16 @@ from mcpmesh.backend.sse import read_capped, sse_messages
 from mcpmesh.config import HeaderError, ServerConfig, expand_header
 from mcpmesh.errors import BackendError, BackendUnavailable, MethodNotFound, SpawnError
 from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, param_headers
-from mcpmesh.jsonrpc import META_PROTOCOL_VERSION, Message, RequestId, error, is_valid_id, meta_of, params_of
+from mcpmesh.jsonrpc import (
+    META_PROTOCOL_VERSION,
+    Message,
+    RequestId,
+    error,
+    is_request,
+    is_valid_id,
+    meta_of,
+    params_of,
+)
 
 CONNECT_TIMEOUT = 10.0  # a reachable server accepts a connection (TCP and TLS) well within this
 WRITE_TIMEOUT = 30.0  # sending one request body; a stalled upload means a broken connection
@@ -209,7 +218,7 @@ class RemoteConnection:
             return
         if msg.get("method") == "notifications/cancelled" and self._cancel_post(msg):
             return
-        if self.transport == "streamable-http" and self._version is None and not _is_request(msg):
+        if self.transport == "streamable-http" and self._version is None and not is_request(msg):
             # No handshake-era session: a 2026-07-28 server takes requests only (cancellation is
             # the closing of a request's stream, done above).
             self._drop("notification_without_session")
@@ -248,8 +257,8 @@ class RemoteConnection:
         return self._version is None
 
     async def _post(self, msg: Message, body: bytes) -> None:
-        is_request = _is_request(msg)
-        version = meta_of(msg).get(META_PROTOCOL_VERSION) if is_request else None
+        awaits_answer = is_request(msg)
+        version = meta_of(msg).get(META_PROTOCOL_VERSION) if awaits_answer else None
         modern = isinstance(version, str) and _HEADER_SAFE.match(version) is not None
         if self.transport == "sse" and modern:
             text = "Method not found: 2026-07-28 requests cannot travel over the 2024-11-05 HTTP+SSE transport"
@@ -258,7 +267,7 @@ class RemoteConnection:
         url = self._endpoint if self.transport == "sse" else self.url
         assert url is not None
         scope = anyio.CancelScope()
-        if is_request:
+        if awaits_answer:
             self._inflight[msg["id"]] = scope
         answered = False
         try:
@@ -268,16 +277,16 @@ class RemoteConnection:
                 ) as resp:
                     answered = await self._read_reply(msg, resp)
         except httpx.RequestError as exc:  # transport failures, and bodies that cannot be decoded
-            if is_request:
+            if awaits_answer:
                 await self._answer(
                     msg, BackendUnavailable.code, f"server {self.name!r} is unreachable: {describe(exc)}"
                 )
             self._lose(f"{safe_url(url)}: {describe(exc)}")
             return
         finally:
-            if is_request and self._inflight.get(msg["id"]) is scope:
+            if awaits_answer and self._inflight.get(msg["id"]) is scope:
                 del self._inflight[msg["id"]]
-        if is_request and not answered and not scope.cancel_called and self.transport == "streamable-http":
+        if awaits_answer and not answered and not scope.cancel_called and self.transport == "streamable-http":
             await self._answer(msg, BackendError.code, f"server {self.name!r} ended the reply without a response")
 
     def _post_headers(self, msg: Message, modern: bool) -> dict[str, str]:
@@ -312,7 +321,7 @@ class RemoteConnection:
         status, method = resp.status_code, msg.get("method")
         if 200 <= status < 300:
             session_id = resp.headers.get(SESSION_HEADER)
-            if method == "initialize" and _is_request(msg) and session_id is not None:
+            if method == "initialize" and is_request(msg) and session_id is not None:
                 if _SESSION_ID.match(session_id):
                     self._session_id = session_id
                 else:
@@ -333,7 +342,7 @@ class RemoteConnection:
                 body = await read_capped(resp, self.max_message_bytes)
                 if body is None:
                     self._drop("oversize")
-                    if _is_request(msg):
+                    if is_request(msg):
                         text = f"server {self.name!r} sent a reply over max_line_bytes ({self.max_message_bytes})"
                         await self._answer(msg, BackendError.code, text)
                     return True
@@ -341,11 +350,11 @@ class RemoteConnection:
             return False  # 202 Accepted (or an empty reply): nothing to deliver
         error_body = await read_capped(resp, self.max_message_bytes) or b""
         if status == 404 and self._session_id is not None:
-            if _is_request(msg):
+            if is_request(msg):
                 await self._answer(msg, BackendError.code, f"server {self.name!r} ended the session")
             self._lose(f"the server ended the session (HTTP 404 to {method or 'a response'})")
             return True
-        if _is_request(msg):
+        if is_request(msg):
             reply = _loads(error_body)
             if isinstance(reply, dict) and reply.get("id") == msg["id"] and "error" in reply:
                 await self._deliver(error_body)  # the server's own error for this request (a 2026 400, say)
@@ -361,7 +370,7 @@ class RemoteConnection:
         reply = _loads(data)
         is_answer = (
             isinstance(reply, dict)
-            and _is_request(sent)
+            and is_request(sent)
             and "method" not in reply
             and reply.get("id") == sent["id"]
             and ("result" in reply or "error" in reply)
@@ -480,10 +489,6 @@ def safe_url(url: str) -> str:
 
 def describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _is_request(msg: Message) -> bool:
-    return "method" in msg and "id" in msg
 
 
 def _loads(data: bytes) -> object:

@@ -21,7 +21,6 @@ from mcpmesh.jsonrpc import (
     META_SERVER_INFO,
     MODERN_VERSION,
     Message,
-    RequestId,
     is_valid_id,
 )
 
@@ -148,9 +147,6 @@ class Upstream:
         finally:
             self._own_calls.pop(request_id, None)
             self.own_calls_with_side_effects -= side_effects
-
-    def owns(self, request_id: RequestId) -> bool:
-        return isinstance(request_id, str) and request_id.startswith(self._own_prefix)
 
     async def probe(self, timeout: float) -> Era:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
         """Detect the era with a server/discover probe (MCP-NOTES §4); remembered for the process."""

@@ -106,14 +106,6 @@ def validate_request(msg: Message, headers: Mapping[str, str], raw_headers: Iter
         raise Rejection(METHOD_NOT_FOUND, f"Method not found: {method} is not part of {MODERN_VERSION}")
 
 
-def unsupported_version(requested: str) -> Rejection:
-    return Rejection(
-        UNSUPPORTED_PROTOCOL_VERSION,
-        "Unsupported protocol version",
-        {"supported": list(MODERN_VERSIONS), "requested": requested},
-    )
-
-
 def _no_duplicates(raw_headers: Iterable[tuple[bytes, bytes]]) -> None:
     seen: set[str] = set()
     for name, _ in raw_headers:

@@ -45,6 +45,11 @@ def sse_response(events: AsyncIterator[bytes], headers: dict[str, str] | None = 
     return StreamingResponse(events, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
+def lone_response(first: Message | None, outbox: Outbox) -> bool:
+    """The first message is the whole reply (a response, nothing after it): send it as JSON."""
+    return first is not None and "method" not in first and outbox.closed and outbox.empty()
+
+
 def sse_event(msg: Any) -> bytes:
     return b"event: message\ndata: " + orjson.dumps(msg) + b"\n\n"
 

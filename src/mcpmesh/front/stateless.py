@@ -11,7 +11,14 @@ from starlette.responses import Response
 from mcpmesh.config import MeshSettings
 from mcpmesh.errors import InvalidRequest, JsonRpcError, MethodNotAllowed
 from mcpmesh.front.modern import Rejection, discover_result, status_for, validate_param_headers, validate_request
-from mcpmesh.front.responses import accepted, first_or_disconnect, json_response, sse_events, sse_response
+from mcpmesh.front.responses import (
+    accepted,
+    first_or_disconnect,
+    json_response,
+    lone_response,
+    sse_events,
+    sse_response,
+)
 from mcpmesh.front.security import check_post_headers, read_capped_body
 from mcpmesh.front.session import FrontSession
 from mcpmesh.jsonrpc import (
@@ -119,7 +126,7 @@ class StatelessEndpoint:
         if gone:
             mux.cancel(call, CLOSED_BY_CLIENT)
             return Response(status_code=204)  # nobody is listening any more
-        if first is not None and "method" not in first and call.outbox.closed and call.outbox.empty():
+        if first is not None and lone_response(first, call.outbox):
             return _json(first)
         return sse_response(
             sse_events(

@@ -23,6 +23,7 @@ from mcpmesh.front.responses import (
     accepted,
     http_error,
     json_response,
+    lone_response,
     rpc_error,
     sse_events,
     sse_response,
@@ -122,7 +123,7 @@ class StreamableHttpEndpoint:
             first = await outbox.get()
             if first is None:  # the stream ended without a response (session closed under it)
                 return json_response(error(reply.client_id, ENDED_WITHOUT_REPLY, "request ended without a response"))
-            if outbox.closed and "method" not in first and outbox.empty():
+            if lone_response(first, outbox):
                 return json_response(first)
         return sse_response(sse_events(outbox, first, self.settings.keepalive_interval))
 
