@@ -325,7 +325,7 @@ async def test_sdk_2026_client_completes_calls_that_ask_for_elicitation_and_samp
             assert sampled.content[0].text == "sampled: <hi>"  # type: ignore[union-attr]
         fixture = await _conformance_elicitation(mesh)
     assert fixture.startswith("User response: action=accept")
-    assert not mesh.mesh.supervisor.servers["iso"].mux.suspended  # type: ignore[attr-defined]
+    assert not mesh.mesh.supervisor.servers["iso"].mux.inputs.waiting  # type: ignore[attr-defined]
 
 
 async def _conformance_elicitation(mesh: RunningMesh) -> str:
@@ -397,13 +397,13 @@ async def test_a_forged_tampered_foreign_or_expired_request_state_is_refused(
     replayed = await post(http, url, _retry(asked, state, request_id=3))  # and only once
     assert replayed.status_code == 400 and "no waiting request" in error_of(replayed)["message"]
 
-    mesh.mesh.supervisor.servers["iso"].mux.sealer.ttl = -1.0  # type: ignore[attr-defined]  # issue expired states
+    mesh.mesh.supervisor.servers["iso"].mux.inputs.sealer.ttl = -1.0  # type: ignore[attr-defined]  # issue expired states
     stale = await _ask(http, mesh)
     expired = await post(http, url, _retry(stale, stale["requestState"], request_id=4))
     assert expired.status_code == 400 and "expired" in error_of(expired)["message"]
     mux = mesh.mesh.supervisor.servers["iso"].mux  # type: ignore[attr-defined]
     with anyio.fail_after(10):
-        while mux.suspended or mux.calls:  # noqa: ASYNC110  # the server is released when the state expires
+        while mux.inputs.waiting or mux.calls:  # noqa: ASYNC110  # the server is released when the state expires
             await anyio.sleep(0.02)
 
 

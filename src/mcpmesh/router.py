@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import secrets
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,7 +22,7 @@ from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, In
 from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, strip_envelope
 from mcpmesh.front.session import FrontSession
 from mcpmesh.jsonrpc import Message, RequestId, as_key, error, negotiate_version, params_of, result
-from mcpmesh.request_state import RequestStateSealer, Sealed, StateRejected
+from mcpmesh.mrtr import InputBridge
 from mcpmesh.routing import (
     LOG_LEVELS,
     Call,
@@ -33,7 +32,6 @@ from mcpmesh.routing import (
     envelope,
     level_passes,
     may_receive,
-    name_of,
     to_handshake_era,
     tool_params_of,
     wants_log,
@@ -80,8 +78,7 @@ class Multiplexer:
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.listeners: set[Listener] = set()
         self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
-        self.sealer = RequestStateSealer()
-        self.suspended: dict[str, tuple[Call, RequestId, str]] = {}  # handle -> call, server request id, key
+        self.inputs = InputBridge(self._give_up_waiting)
         self.dropped: Counter[str] = Counter()
         self._attached = anyio.Event()
         self._backend_log_level: str | None = None
@@ -403,8 +400,7 @@ class Multiplexer:
             del call.session.inflight[call.client_id]
         if call.timer is not None:
             call.timer.cancel()
-        if call.suspended is not None:
-            self.suspended.pop(call.suspended, None)
+        self.inputs.forget(call)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
 
@@ -504,49 +500,28 @@ class Multiplexer:
 
     # -- 2026-07-28 clients: server requests become input-required results (MRTR) --------------
     def _ask_for_input(self, session: FrontSession, msg: Message, upstream: Upstream) -> None:
-        """Suspend the caller's call and answer it with an input-required result whose sealed
-        requestState lets the retry resume it; the server's request waits for that retry."""
+        """Suspend the caller's call and answer it with an input-required result; the server's
+        request waits for the client's retry."""
         call = next(c for c in self.calls.values() if c.session is session)
-        if call.suspended is not None or call.method not in NAME_BEARING:
+        asked = self.inputs.ask(call, msg)
+        if asked is None:
             text = f"mcpmesh: {msg['method']} cannot be asked of this 2026-07-28 client now"
             self._send_quietly(upstream, error(msg["id"], UNROUTABLE, text))
             return
-        handle, key = secrets.token_urlsafe(16), f"input-{next(self._server_request_ids)}"
-        call.suspended = handle
-        self.suspended[handle] = (call, msg["id"], key)
-        asyncio.get_running_loop().call_later(self.sealer.ttl, self._give_up_waiting, handle)
-        state = self.sealer.seal(Sealed(handle, session.principal, call.method, call.name))
-        request = {"method": msg["method"], "params": params_of(msg)}
-        asked = {"resultType": "input_required", "inputRequests": {key: request}, "requestState": state}
-        call.outbox.finish(result(call.client_id, asked))
+        call.outbox.finish(asked)
 
-    def _give_up_waiting(self, handle: str) -> None:
+    def _give_up_waiting(self, call: Call, server_request_id: RequestId) -> None:
         """The client never came back within the requestState's lifetime: release the server."""
-        entry = self.suspended.pop(handle, None)
-        if entry is None:
-            return
-        call, server_request_id, _ = entry
         if self.upstream is not None:
             self._send_quietly(self.upstream, error(server_request_id, UNROUTABLE, "the client did not answer in time"))
         self.cancel(call, "the client did not provide the requested input in time")
 
     async def _resume(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call | Message:
         """A retry carrying inputResponses: answer the waiting server request, reattach the call."""
-        params = params_of(msg)
-        try:
-            sealed = self.sealer.open(str(params["requestState"]), session.principal, msg["method"], name_of(msg))
-        except StateRejected as exc:
-            return error(msg["id"], InvalidParams.code, f"Invalid params: {exc}")
-        entry = self.suspended.get(sealed.handle)
-        if entry is None:
-            return error(msg["id"], InvalidParams.code, "Invalid params: requestState names no waiting request")
-        call, server_request_id, key = entry
-        responses = params.get("inputResponses")
-        answer = responses.get(key) if isinstance(responses, dict) else None
-        if not isinstance(answer, dict):
-            return error(msg["id"], InvalidParams.code, f"Invalid params: inputResponses lacks {key!r}")
-        del self.suspended[sealed.handle]
-        call.suspended = None
+        taken = self.inputs.take(session, msg)
+        if isinstance(taken, dict):
+            return taken  # the error this retry gets
+        call, server_request_id, answer = taken
         if call.session.inflight.get(call.client_id) is call:
             del call.session.inflight[call.client_id]
         call.session, call.client_id, call.outbox = session, msg["id"], session.call_outbox()
