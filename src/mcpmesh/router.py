@@ -26,12 +26,15 @@ from mcpmesh.mrtr import InputBridge
 from mcpmesh.routing import (
     LOG_LEVELS,
     Call,
+    CallObserver,
     Listener,
+    Outcome,
     Subscriber,
     cancelled,
     envelope,
     level_passes,
     may_receive,
+    outcome_of,
     to_handshake_era,
     tool_params_of,
     wants_log,
@@ -62,8 +65,17 @@ class Multiplexer:
     speaks 2026-07-28, in which case the handshake is answered here and requests are enveloped.
     """
 
-    def __init__(self, server: str, *, shared: bool, request_timeout: float, spawn: Spawner):
+    def __init__(
+        self,
+        server: str,
+        *,
+        shared: bool,
+        request_timeout: float,
+        spawn: Spawner,
+        observers: list[CallObserver] | None = None,
+    ):
         self.server = server
+        self.observers = observers if observers is not None else []
         self.shared = shared
         self.request_timeout = request_timeout
         self.spawn = spawn
@@ -104,7 +116,7 @@ class Multiplexer:
         self._attached = anyio.Event()
         self._backend_log_level = None
         for call in list(self.calls.values()):
-            self._finish(call)
+            self._finish(call, Outcome.EXITED)
             text = f"server {self.server!r} exited with this request in flight ({reason})"
             call.outbox.finish(error(call.client_id, BackendExited.code, text))
         self.server_requests.clear()
@@ -157,7 +169,7 @@ class Multiplexer:
         self.sessions.discard(session)
         upstream = self.upstream
         for call in list(session.inflight.values()):
-            self._finish(call)
+            self._finish(call, Outcome.SESSION_ENDED)
             call.outbox.finish(error(call.client_id, SESSION_ENDED, f"session ended: {reason}"))
             if upstream is not None and self.shared:
                 self._send_quietly(upstream, cancelled(call.backend_id, "client session ended"))
@@ -357,11 +369,13 @@ class Multiplexer:
         self.calls[call.backend_id] = call
         session.inflight[call.client_id] = call
         call.timer = asyncio.get_running_loop().call_later(self.request_timeout, self._time_out, call)
+        for observer in self.observers:
+            observer.call_started(self.server, call)
         try:
             upstream.send(msg)
             await upstream.drain()
         except BackendExited:
-            self._finish(call)
+            self._finish(call, Outcome.EXITED)
             raise
         return call
 
@@ -377,7 +391,7 @@ class Multiplexer:
         """End a call the client gave up on: the server is told, and nothing more is sent for it."""
         if self.calls.get(call.backend_id) is not call:
             return  # already answered, timed out or failed
-        self._finish(call)
+        self._finish(call, Outcome.CANCELLED)
         call.outbox.finish(error(call.client_id, REQUEST_CANCELLED, "Request cancelled"))
         if self.upstream is not None:
             self._send_quietly(self.upstream, cancelled(call.backend_id, reason))
@@ -385,15 +399,17 @@ class Multiplexer:
     def _time_out(self, call: Call) -> None:
         if self.calls.get(call.backend_id) is not call:
             return
-        self._finish(call)
+        self._finish(call, Outcome.TIMEOUT)
         text = f"server {self.server!r} did not answer {call.method} within {self.request_timeout:g}s"
         call.outbox.finish(error(call.client_id, BackendTimeout.code, text))
         if self.upstream is not None:
             self._send_quietly(self.upstream, cancelled(call.backend_id, "timed out at the gateway"))
 
-    def _finish(self, call: Call) -> None:
+    def _finish(self, call: Call, outcome: str) -> None:
         if self.calls.get(call.backend_id) is call:
             del self.calls[call.backend_id]
+            for observer in self.observers:
+                observer.call_done(self.server, call, outcome)
         if call.backend_token is not None and self.tokens.get(call.backend_token) is call:
             del self.tokens[call.backend_token]
         if call.session.inflight.get(call.client_id) is call:
@@ -410,7 +426,7 @@ class Multiplexer:
         if call is None:
             self.dropped["unmatched_response"] += 1  # late answer to a cancelled or timed-out call
             return
-        self._finish(call)
+        self._finish(call, outcome_of(call, msg))
         msg["id"] = call.client_id
         if call.method == "tools/list" and isinstance(msg.get("result"), dict):
             self.tool_params.update(tool_params_of(msg["result"]))

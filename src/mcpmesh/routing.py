@@ -4,6 +4,7 @@ listen stream, the attribution rules (who may receive what), and the era envelop
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Protocol
 
 from mcpmesh.backend.upstream import modern_meta
@@ -31,6 +32,7 @@ class Call:
         "backend_token",
         "timer",
         "suspended",
+        "started",
     )
 
     def __init__(self, session: FrontSession, client_id: RequestId, method: str, name: Any = None):
@@ -44,6 +46,37 @@ class Call:
         self.client_token: Any = None
         self.backend_token: Any = None
         self.timer: asyncio.TimerHandle | None = None
+        self.started = time.monotonic()
+
+
+class Outcome:
+    """How a forwarded call ended, as call observers (metrics, the circuit breaker) are told."""
+
+    OK = "ok"
+    ERROR = "error"  # the server answered with a JSON-RPC error
+    TOOL_ERROR = "tool_error"  # a tools/call result with isError: the tool failed, the server did not
+    TIMEOUT = "timeout"  # the gateway gave up waiting (request_timeout)
+    CANCELLED = "cancelled"  # the client cancelled it, or closed its stream
+    EXITED = "exited"  # the server process ended with the call in flight
+    SESSION_ENDED = "session_ended"
+    REJECTED = "rejected"  # never sent: the server's circuit breaker is open
+
+
+class CallObserver(Protocol):
+    """Told of every call a multiplexer forwards: when it is sent and how it ended."""
+
+    def call_started(self, server: str, call: Call) -> None: ...
+
+    def call_done(self, server: str, call: Call, outcome: str) -> None: ...
+
+
+def outcome_of(call: Call, reply: Message) -> str:
+    if "error" in reply:
+        return Outcome.ERROR
+    body = reply.get("result")
+    if call.method == "tools/call" and isinstance(body, dict) and body.get("isError") is True:
+        return Outcome.TOOL_ERROR
+    return Outcome.OK
 
 
 class Subscriber(Protocol):

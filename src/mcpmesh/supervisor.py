@@ -24,7 +24,7 @@ from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
 from mcpmesh.process import ChildProcess, child_environment
 from mcpmesh.router import Multiplexer
-from mcpmesh.routing import Call
+from mcpmesh.routing import Call, CallObserver
 
 UNHEALTHY_AFTER = 2  # probes missed in a row before a live process is restarted
 EXIT_READ_GRACE = 1.0  # after exit, stdout already written is still delivered for this long
@@ -63,6 +63,7 @@ class ServerBase:
         self.restarts = 0
         self.blocked: str | None = None  # set before the mesh starts: why this server may not run
         self.record: Recorder = _no_record  # appends to the event log (the mesh sets it)
+        self.observers: list[CallObserver] = []  # told of every call to any of its processes
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -146,7 +147,9 @@ class SharedServer(ServerBase):
 
     def __init__(self, name: str, config: ServerConfig, store: SessionStore):
         super().__init__(name, config, store)
-        self.mux = Multiplexer(name, shared=True, request_timeout=config.request_timeout, spawn=self.spawn)
+        self.mux = Multiplexer(
+            name, shared=True, request_timeout=config.request_timeout, spawn=self.spawn, observers=self.observers
+        )
         self.child: Connection | None = None
 
     async def run(self) -> None:
@@ -286,7 +289,13 @@ class PerSessionServer(ServerBase):
 
     async def _start_spare(self) -> Spare:
         child = await self._spawn_child()
-        mux = Multiplexer(self.name, shared=False, request_timeout=self.config.request_timeout, spawn=self.spawn)
+        mux = Multiplexer(
+            self.name,
+            shared=False,
+            request_timeout=self.config.request_timeout,
+            spawn=self.spawn,
+            observers=self.observers,
+        )
         upstream = Upstream(child, mux)
         probed = anyio.Event()
         self.spawn(lambda: self._lifetime(child, upstream, mux, probed))
