@@ -79,3 +79,37 @@ async def test_readyz_waits_for_every_server_not_marked_optional() -> None:
     async with running_mesh({"ok": conformance_server(), "broken": {**broken, "optional": True}}) as mesh:
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{mesh.base_url}/readyz")).status_code == 200
+
+
+async def test_the_circuit_opens_on_timeouts_refuses_at_once_and_closes_after_a_trial() -> None:
+    breaker = {"request_timeout": 0.3, "breaker_threshold": 2, "breaker_cooldown": 0.5}
+    async with running_mesh({"slow": {**fixture_server("faulty_server.py"), **breaker}}) as mesh:
+        server = mesh.mesh.supervisor.servers["slow"]
+        assert isinstance(server, SharedServer)
+
+        async def circuit_becomes(state: str) -> None:
+            with anyio.fail_after(10):
+                while server.circuit is None or server.circuit.state != state:  # noqa: ASYNC110  # no event to wait on
+                    await anyio.sleep(0.02)
+
+        async with mcp.Client(mesh.url("slow"), mode="legacy") as client:
+            for _ in range(2):
+                with pytest.raises(mcp.MCPError, match="did not answer tools/call within 0.3s"):
+                    await client.call_tool("hang", {})
+            assert server.state == State.DEGRADED and server.reason.startswith("circuit open: 2 requests in a row")
+            with pytest.raises(mcp.MCPError, match="circuit open after 2 requests in a row timed out") as refused:
+                await client.call_tool("echo", {"text": "x"})
+            assert refused.value.code == -32053
+            await circuit_becomes("half_open")
+            with pytest.raises(mcp.MCPError, match="did not answer"):  # the trial fails: open again
+                await client.call_tool("hang", {})
+            assert server.circuit is not None and server.circuit.state == "open"
+            await circuit_becomes("half_open")
+            reply = await client.call_tool("echo", {"text": "back"})  # the trial is answered: closed
+            assert reply.content[0].text == "back"  # type: ignore[union-attr]
+            assert server.circuit.state == "closed" and server.state == State.HEALTHY
+            async with httpx.AsyncClient(base_url=mesh.base_url) as http:
+                described = (await http.get("/v1/servers/slow")).json()
+            assert described["circuit"] == {"state": "closed", "failures": 0, "refused": 1}
+        log = [e["detail"]["circuit"] for e in await events(mesh, "slow") if e["kind"] == "circuit_changed"]
+        assert log == ["open", "half_open", "open", "half_open", "closed"]

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mcpmesh.breaker import CircuitBreaker
+from mcpmesh.errors import ServerBlocked
 from mcpmesh.front.responses import json_response
 from mcpmesh.front.session import SessionStore
 from mcpmesh.openapi import OPENAPI
@@ -18,6 +20,7 @@ from mcpmesh.registry.ports import PortPool
 from mcpmesh.supervisor import ServerBase, SharedServer, State, Supervisor
 
 MAX_PAGE = 1000
+CONTROL_ACTIONS = ("restart", "stop", "start")
 CONSUL_STATUS = {State.HEALTHY: "passing", State.STARTING: "warning", State.RESTARTING: "warning"}
 
 
@@ -32,6 +35,7 @@ class Api:
         return [
             Route("/v1/servers", self.list_servers, methods=["GET"]),
             Route("/v1/servers/{name}", self.get_server, methods=["GET"]),
+            *(Route(f"/v1/servers/{{name}}/{action}", self.control, methods=["POST"]) for action in CONTROL_ACTIONS),
             Route("/v1/catalog/services", self.consul_services, methods=["GET"]),
             Route("/v1/health/service/{name}", self.consul_health, methods=["GET"]),
             Route("/v1/events", self.list_events, methods=["GET"]),
@@ -49,6 +53,27 @@ class Api:
         if server is None:
             return _not_found(f"no server named {request.path_params['name']!r}")
         return json_response(self._describe(server, _base_url(request), detail=True))
+
+    async def control(self, request: Request) -> Response:
+        """POST /v1/servers/{name}/restart|stop|start: 202 when something was started, 200 when
+        the server was stopped or already as asked; the body is the server as it is now."""
+        name, action = request.path_params["name"], request.url.path.rsplit("/", 1)[1]
+        server = self.supervisor.servers.get(name)
+        if server is None:
+            return _not_found(f"no server named {name!r}")
+        who = f"api ({request.client.host if request.client else 'unknown client'})"
+        try:
+            if action == "stop":
+                done = await self.supervisor.stop_server(server, who)
+            elif action == "start":
+                done = await self.supervisor.start_server(server, who)
+            else:
+                await self.supervisor.restart_server(server, who)
+                done = True
+        except ServerBlocked as exc:
+            return json_response({"error": "conflict", "message": str(exc)}, 409)
+        body = {"action": action, "changed": done, "server": self._describe(server, _base_url(request))}
+        return json_response(body, 202 if done and action != "stop" else 200)
 
     def _describe(self, server: ServerBase, base: str, detail: bool = False) -> dict[str, Any]:
         sessions = self.store.sessions_of(server.name)
@@ -70,6 +95,7 @@ class Api:
             "sessions": len(sessions),
             "clients": sorted({_client(s.client_info) for s in sessions}),
             "last_error": server.reason if server.state in (State.FAILED, State.RESTARTING) else None,
+            "circuit": _circuit(server.circuit if isinstance(server, SharedServer) else None),
         }
         if detail:
             described["stderr_tail"] = list(getattr(child, "stderr_tail", []))[-50:]
@@ -160,6 +186,12 @@ def _host_for_url(host: str) -> str:
 
 def _tags(server: ServerBase) -> list[str]:
     return ["mcp", f"sharing:{server.config.sharing}"]
+
+
+def _circuit(breaker: CircuitBreaker | None) -> dict[str, Any] | None:
+    if breaker is None:
+        return None
+    return {"state": breaker.state.value, "failures": breaker.failures, "refused": breaker.refused}
 
 
 def _client(info: dict[str, Any]) -> str:

@@ -21,9 +21,15 @@ from mcpmesh import status as inspect
 from mcpmesh.app import create_app
 from mcpmesh.backend.remote import safe_url
 from mcpmesh.config import MeshConfig, load_config
+from mcpmesh.control import control
 from mcpmesh.errors import ConfigError
 from mcpmesh.supervisor import State, Supervisor
 
+CONTROL_COMMANDS = {
+    "restart": "stop a server's processes and start them again (shared sessions stay)",
+    "stop": "stop a server and keep it stopped until `start` (its sessions end)",
+    "start": "start a stopped or failed server",
+}
 SETTLE_TIMEOUT = 120.0  # how long `up` waits for every server before printing where things stand
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SHUTDOWN_GRACE = 3  # seconds uvicorn waits for open connections (SSE streams) before closing them
@@ -37,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _up(args)
     if args.command in ("status", "ports"):
         return _inspect(args)
+    if args.command in CONTROL_COMMANDS:
+        return _control(args)
     _parser().print_help()
     return 2
 
@@ -64,7 +72,28 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    for action, text in CONTROL_COMMANDS.items():
+        command = sub.add_parser(action, help=text)
+        command.add_argument("name", help="the server's name in the config")
+        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+        command.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
     return parser
+
+
+def _mesh_url(args: argparse.Namespace) -> str | None:
+    """--url, else the config's host and port; None (after saying why) when the config is broken."""
+    if args.url:
+        return str(args.url).rstrip("/")
+    try:
+        return inspect.mesh_url(load_config(args.config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _control(args: argparse.Namespace) -> int:
+    url = _mesh_url(args)
+    return 2 if url is None else control(url, args.command, args.name, Console())
 
 
 def _inspect(args: argparse.Namespace) -> int:

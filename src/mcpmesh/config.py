@@ -70,6 +70,8 @@ class ServerConfig(_Strict):
     health_interval: float = Field(10.0, gt=0, description="seconds between active MCP probes (ping / server/discover)")
     health_timeout: float = Field(5.0, gt=0, description="seconds a probe may take before it counts as a miss")
     optional: bool = Field(False, description="/readyz does not wait for this server")
+    breaker_threshold: int = Field(5, ge=1, description="client requests timing out in a row that open the circuit")
+    breaker_cooldown: float = Field(30.0, gt=0, description="seconds an open circuit refuses requests before a trial")
 
     @field_validator("env")
     @classmethod

@@ -138,5 +138,15 @@ class BackendUnavailable(BackendError):
     code = -32052
 
 
+class CircuitOpen(BackendError):
+    """The server's process kept failing requests: they are refused at once until a trial succeeds."""
+
+    code = -32053
+
+
+class ServerBlocked(MeshError):
+    """An operator asked to start a server that cannot run (e.g. its dedicated port is not to be had)."""
+
+
 class SpawnError(MeshError):
     """The server's command could not be started (not found, not executable)."""

@@ -45,6 +45,26 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _json(_ref("ServerDetail")), "404": _NOT_FOUND},
             }
         },
+        **{
+            f"/v1/servers/{{name}}/{action}": {
+                "post": {
+                    "operationId": f"{action}Server",
+                    "summary": summary,
+                    "parameters": [_NAME],
+                    "responses": {
+                        "200": _json(_ref("ControlResult"), "Stopped, or already as asked"),
+                        "202": _json(_ref("ControlResult"), "Started; the server's state tells how far it got"),
+                        "404": _NOT_FOUND,
+                        "409": _json(_ref("Error"), "The server cannot run (its reason says why)"),
+                    },
+                }
+            }
+            for action, summary in (
+                ("restart", "Stop the server's processes and start them again with a fresh restart budget"),
+                ("stop", "Stop the server and keep it stopped; its sessions end"),
+                ("start", "Start a stopped or failed server"),
+            )
+        },
         "/v1/catalog/services": {
             "get": {
                 "operationId": "consulCatalogServices",
@@ -138,6 +158,17 @@ OPENAPI: dict[str, Any] = {
                     "sessions": {"type": "integer"},
                     "clients": {"type": "array", "items": {"type": "string"}},
                     "last_error": _nullable("string"),
+                    "circuit": {
+                        "type": "object",
+                        "nullable": True,
+                        "description": "The current process's circuit breaker (shared servers with a live process)",
+                        "required": ["state", "failures", "refused"],
+                        "properties": {
+                            "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
+                            "failures": {"type": "integer"},
+                            "refused": {"type": "integer"},
+                        },
+                    },
                 },
             },
             "ServerDetail": {
@@ -149,6 +180,15 @@ OPENAPI: dict[str, Any] = {
                         "properties": {"stderr_tail": {"type": "array", "items": {"type": "string"}}},
                     },
                 ]
+            },
+            "ControlResult": {
+                "type": "object",
+                "required": ["action", "changed", "server"],
+                "properties": {
+                    "action": {"type": "string", "enum": ["restart", "stop", "start"]},
+                    "changed": {"type": "boolean"},
+                    "server": _ref("Server"),
+                },
             },
             "Event": {
                 "type": "object",

@@ -18,7 +18,16 @@ from typing import Any
 import anyio
 
 from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
-from mcpmesh.errors import BackendExited, BackendTimeout, BackendUnavailable, InvalidParams, MeshError, MethodNotFound
+from mcpmesh.breaker import CircuitBreaker
+from mcpmesh.errors import (
+    BackendExited,
+    BackendTimeout,
+    BackendUnavailable,
+    CircuitOpen,
+    InvalidParams,
+    MeshError,
+    MethodNotFound,
+)
 from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, strip_envelope
 from mcpmesh.front.session import FrontSession
 from mcpmesh.jsonrpc import Message, RequestId, as_key, error, negotiate_version, params_of, result
@@ -73,9 +82,12 @@ class Multiplexer:
         request_timeout: float,
         spawn: Spawner,
         observers: list[CallObserver] | None = None,
+        new_breaker: Callable[[], CircuitBreaker] | None = None,
     ):
         self.server = server
         self.observers = observers if observers is not None else []
+        self.new_breaker = new_breaker  # one circuit breaker per process, made when it attaches
+        self.breaker: CircuitBreaker | None = None
         self.shared = shared
         self.request_timeout = request_timeout
         self.spawn = spawn
@@ -100,6 +112,8 @@ class Multiplexer:
     def attach(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.failed_reason = None
+        if self.new_breaker is not None:
+            self.breaker = self.new_breaker()
         self._attached.set()
         if self.shared:  # a session-mode spare is not initialized yet: only its client may speak first
             self.spawn(lambda: self._learn_tools(upstream))
@@ -115,6 +129,8 @@ class Multiplexer:
         self.upstream = None
         self._attached = anyio.Event()
         self._backend_log_level = None
+        if self.breaker is not None:
+            self.breaker.close()
         for call in list(self.calls.values()):
             self._finish(call, Outcome.EXITED)
             text = f"server {self.server!r} exited with this request in flight ({reason})"
@@ -197,6 +213,9 @@ class Multiplexer:
         upstream = await self.ready_upstream()
         if session.modern and upstream.era == "legacy" and "requestState" in params_of(msg):
             return await self._resume(session, msg, upstream)
+        refusal = self.breaker.refusal() if self.breaker is not None else None
+        if refusal is not None:
+            return error(request_id, CircuitOpen.code, f"server {self.server!r} is not sent requests now: {refusal}")
         return await self._forward(session, msg, upstream)
 
     async def handle_notification(self, session: FrontSession, msg: Message) -> None:
@@ -410,6 +429,8 @@ class Multiplexer:
             del self.calls[call.backend_id]
             for observer in self.observers:
                 observer.call_done(self.server, call, outcome)
+            if self.breaker is not None:
+                self.breaker.record(outcome)
         if call.backend_token is not None and self.tokens.get(call.backend_token) is call:
             del self.tokens[call.backend_token]
         if call.session.inflight.get(call.client_id) is call:

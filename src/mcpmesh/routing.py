@@ -59,7 +59,6 @@ class Outcome:
     CANCELLED = "cancelled"  # the client cancelled it, or closed its stream
     EXITED = "exited"  # the server process ended with the call in flight
     SESSION_ENDED = "session_ended"
-    REJECTED = "rejected"  # never sent: the server's circuit breaker is open
 
 
 class CallObserver(Protocol):

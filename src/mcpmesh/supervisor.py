@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from enum import StrEnum
@@ -18,8 +18,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcpmesh.backend.connection import Connection
 from mcpmesh.backend.remote import RemoteConnection
 from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
+from mcpmesh.breaker import Circuit, CircuitBreaker
 from mcpmesh.config import MeshConfig, ServerConfig
-from mcpmesh.errors import BackendTimeout, BackendUnavailable, MeshError, SpawnError
+from mcpmesh.errors import BackendTimeout, BackendUnavailable, MeshError, ServerBlocked, SpawnError
 from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
 from mcpmesh.process import ChildProcess, child_environment
@@ -64,8 +65,40 @@ class ServerBase:
         self.blocked: str | None = None  # set before the mesh starts: why this server may not run
         self.record: Recorder = _no_record  # appends to the event log (the mesh sets it)
         self.observers: list[CallObserver] = []  # told of every call to any of its processes
+        self.restart_reasons: Counter[str] = Counter()  # why it was restarted: exited, unhealthy, requested
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._scope: anyio.CancelScope | None = None  # set while it runs: cancelling it stops the server
+        self._ended = anyio.Event()
+        self._stop_reason = "mesh stopped"
+
+    @property
+    def running(self) -> bool:
+        return self._scope is not None
+
+    async def supervise(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped: by the mesh stopping, or by `stop()`. Counts as running once started."""
+        self._ended = anyio.Event()
+        self._stop_reason = "mesh stopped"
+        try:
+            with anyio.CancelScope() as self._scope:
+                task_status.started()
+                await self.run()
+        finally:
+            self._scope = None
+            self._ended.set()
+
+    async def stop(self, reason: str) -> None:
+        """Stop its processes and keep it stopped until `start`; sessions are ended by the caller."""
+        if self._scope is None:
+            return
+        self._stop_reason = reason
+        self._scope.cancel()
+        await self._ended.wait()
+
+    def end_sessions(self, reason: str) -> None:
+        for session in self.store.sessions_of(self.name):
+            self.store.close(session, reason)
 
     def set_state(self, state: State, reason: str) -> None:
         if state != self.state or reason != self.reason:
@@ -148,9 +181,17 @@ class SharedServer(ServerBase):
     def __init__(self, name: str, config: ServerConfig, store: SessionStore):
         super().__init__(name, config, store)
         self.mux = Multiplexer(
-            name, shared=True, request_timeout=config.request_timeout, spawn=self.spawn, observers=self.observers
+            name,
+            shared=True,
+            request_timeout=config.request_timeout,
+            spawn=self.spawn,
+            observers=self.observers,
+            new_breaker=lambda: CircuitBreaker(
+                config.breaker_threshold, config.breaker_cooldown, self._circuit_changed
+            ),
         )
         self.child: Connection | None = None
+        self._unhealthy_stop = False  # the last process was stopped by the probe, not by itself
 
     async def run(self) -> None:
         policy = self.config.restart
@@ -159,6 +200,7 @@ class SharedServer(ServerBase):
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self.mux.failed_reason = None
                 while True:
                     started = time.monotonic()
                     reason = await self._run_once()
@@ -177,8 +219,11 @@ class SharedServer(ServerBase):
                     await anyio.sleep(random.uniform(delay / 2, delay))  # jitter spreads restarts out
                     delay = min(delay * 2, policy.backoff_max)
                     self.restarts += 1
+                    self.restart_reasons["unhealthy" if self._unhealthy_stop else "exited"] += 1
+                    self._unhealthy_stop = False
         finally:
-            self.set_state(State.STOPPED, "mesh stopped")
+            self.mux.failed_reason = self._stop_reason  # requests until it starts again fail at once
+            self.set_state(State.STOPPED, self._stop_reason)
 
     async def _run_once(self) -> str:
         try:
@@ -205,6 +250,20 @@ class SharedServer(ServerBase):
             self.child = None
             self.record("exited", pid=child.pid, reason=reason)
 
+    def _new_breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(self.config.breaker_threshold, self.config.breaker_cooldown, self._circuit_changed)
+
+    @property
+    def circuit(self) -> CircuitBreaker | None:
+        return self.mux.breaker if self.mux.upstream is not None else None
+
+    def _circuit_changed(self, circuit: Circuit, why: str) -> None:
+        self.record("circuit_changed", circuit=circuit.value, reason=why)
+        if circuit == Circuit.OPEN:
+            self.set_state(State.DEGRADED, f"circuit open: {why}")
+        elif circuit == Circuit.CLOSED and self.state == State.DEGRADED:
+            self.set_state(State.HEALTHY, f"circuit closed: {why}")
+
     async def _probe(self, child: Connection, upstream: Upstream) -> None:
         """Ask the live process over MCP at every interval; restart it when it stops answering."""
         method = "ping" if upstream.era == "legacy" else "server/discover"
@@ -221,7 +280,8 @@ class SharedServer(ServerBase):
             except MeshError:
                 return  # the process is gone; its exit is handled by the run loop
             else:
-                if misses:
+                circuit = self.circuit
+                if misses and (circuit is None or circuit.state == Circuit.CLOSED):
                     self.set_state(State.HEALTHY, f"answered {method} again")
                 misses = 0
                 continue
@@ -230,6 +290,7 @@ class SharedServer(ServerBase):
                 self.set_state(State.DEGRADED, why)
                 continue
             self.set_state(State.UNHEALTHY, f"{why}, {misses} probes in a row: restarting it")
+            self._unhealthy_stop = True
             await child.stop()
             return
 
@@ -255,18 +316,24 @@ class PerSessionServer(ServerBase):
 
     def __init__(self, name: str, config: ServerConfig, store: SessionStore):
         super().__init__(name, config, store)
-        send, receive = anyio.create_memory_object_stream[Spare](0)
-        self._spares_in: MemoryObjectSendStream[Spare] = send
-        self._spares_out: MemoryObjectReceiveStream[Spare] = receive
+        self._spares_in, self._spares_out = self._spare_channel()
+        self._spares_used = False
         self.processes: set[Connection] = set()
 
+    @staticmethod
+    def _spare_channel() -> tuple[MemoryObjectSendStream[Spare], MemoryObjectReceiveStream[Spare]]:
+        return anyio.create_memory_object_stream[Spare](0)
+
     async def run(self) -> None:
+        if self._spares_used:  # an earlier run (stopped by an operator) closed the channel
+            self._spares_in, self._spares_out = self._spare_channel()
+        self._spares_used = True
         try:
             async with self._spares_in, self._spares_out, anyio.create_task_group() as tg:
                 self._tg = tg
                 await self._produce_spares()
         finally:
-            self.set_state(State.STOPPED, "mesh stopped")
+            self.set_state(State.STOPPED, self._stop_reason)
 
     async def _produce_spares(self) -> None:
         policy = self.config.restart
@@ -352,7 +419,7 @@ class PerSessionServer(ServerBase):
         return spare.mux
 
     async def _take_spare(self) -> Spare:
-        if self.state == State.FAILED:
+        if self.state in (State.FAILED, State.STOPPED):
             raise BackendUnavailable(f"server {self.name!r} is unavailable: {self.reason}")
         with anyio.move_on_after(self.config.startup_timeout):
             while True:
@@ -372,21 +439,70 @@ class Supervisor:
             name: (SharedServer if cfg.sharing == "shared" else PerSessionServer)(name, cfg, store)
             for name, cfg in config.servers.items()
         }
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._control = anyio.Lock()  # one start/stop/restart at a time
 
     @asynccontextmanager
     async def run(self) -> AsyncIterator[Supervisor]:
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             for server in self.servers.values():
                 if server.blocked is not None:  # e.g. its dedicated port could not be had
                     server.set_state(State.FAILED, server.blocked)
                 else:
-                    tg.start_soon(server.run)
+                    await tg.start(server.supervise)
             tg.start_soon(self.store.expire_idle)
             try:
                 yield self
             finally:
                 self.end_client_streams("mesh stopping")
                 tg.cancel_scope.cancel()
+                self._tg = None
+
+    # -- operator control (the /v1 API and `mcpmesh restart`) -----------------------------------
+    async def stop_server(self, server: ServerBase, why: str) -> bool:
+        """Stop it and keep it stopped; its sessions end. False if it was not running."""
+        async with self._control:
+            if not server.running:
+                return False
+            server.record("stop_requested", by=why)
+            await self._stop(server, f"stopped by {why}", end_sessions=True)
+            return True
+
+    async def start_server(self, server: ServerBase, why: str) -> bool:
+        """Start a stopped (or failed) server afresh. False if it was already running."""
+        async with self._control:
+            if server.running:
+                return False
+            server.record("start_requested", by=why)
+            await self._start(server)
+            return True
+
+    async def restart_server(self, server: ServerBase, why: str) -> None:
+        """Stop and start it again with a fresh restart budget. A shared server's sessions stay
+        (their next requests wait for the new process); a session-mode server's end with theirs."""
+        async with self._control:
+            server.record("restart_requested", by=why)
+            if server.running:
+                shared = isinstance(server, SharedServer)
+                await self._stop(server, f"restart requested by {why}", end_sessions=not shared)
+            server.restarts += 1
+            server.restart_reasons["requested"] += 1
+            await self._start(server)
+
+    async def _stop(self, server: ServerBase, reason: str, *, end_sessions: bool) -> None:
+        if end_sessions:
+            server.end_sessions(reason)
+            if isinstance(server, SharedServer):
+                server.mux.end_listeners()
+        await server.stop(reason)
+
+    async def _start(self, server: ServerBase) -> None:
+        if server.blocked is not None:
+            raise ServerBlocked(f"server {server.name!r} cannot run: {server.blocked}")
+        assert self._tg is not None, "the supervisor is not running"
+        server.set_state(State.STARTING, "start requested")
+        await self._tg.start(server.supervise)
 
     def end_client_streams(self, reason: str) -> None:
         """End every session and listen stream, so clients are answered before the mesh stops."""
@@ -396,8 +512,9 @@ class Supervisor:
                 server.mux.end_listeners()
 
     async def wait_settled(self) -> None:
-        """Until every server is healthy or failed; callers bound the wait."""
-        while pending := [s for s in self.servers.values() if s.state not in (State.HEALTHY, State.FAILED)]:
+        """Until every server is healthy, failed or stopped; callers bound the wait."""
+        settled = (State.HEALTHY, State.FAILED, State.STOPPED)
+        while pending := [s for s in self.servers.values() if s.state not in settled]:
             await pending[0].changed.wait()
 
 
