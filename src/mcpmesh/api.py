@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcpmesh.breaker import CircuitBreaker
+from mcpmesh.catalog import KINDS
 from mcpmesh.errors import ServerBlocked
 from mcpmesh.front.responses import json_response
 from mcpmesh.front.session import SessionStore
@@ -77,6 +78,7 @@ class Api:
 
     def _describe(self, server: ServerBase, base: str, detail: bool = False) -> dict[str, Any]:
         sessions = self.store.sessions_of(server.name)
+        listings = self.registry.listings(server.name)
         child = server.child if isinstance(server, SharedServer) else None
         upstream = server.mux.upstream if isinstance(server, SharedServer) else None
         described: dict[str, Any] = {
@@ -90,7 +92,7 @@ class Api:
             "sharing": server.config.sharing,
             "era": upstream.era if upstream is not None else None,
             "server_info": upstream.server_info if upstream is not None else None,
-            "tools": len(server.mux.tool_params) if isinstance(server, SharedServer) and upstream else None,
+            **{kind: len(listings[kind].names) if kind in listings else None for kind in KINDS},
             "urls": self._urls(server.name, base),
             "sessions": len(sessions),
             "clients": sorted({_client(s.client_info) for s in sessions}),
@@ -98,6 +100,10 @@ class Api:
             "circuit": _circuit(server.circuit if isinstance(server, SharedServer) else None),
         }
         if detail:
+            described["catalog"] = {
+                kind: {"count": len(x.names), "hash": x.hash, "names": list(x.names), "since": x.at}
+                for kind, x in listings.items()
+            }
             described["stderr_tail"] = list(getattr(child, "stderr_tail", []))[-50:]
         return described
 

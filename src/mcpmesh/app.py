@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -14,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcpmesh.api import Api
+from mcpmesh.catalog import difference
 from mcpmesh.config import MeshConfig
 from mcpmesh.front.dedicated import allocate_dedicated, dedicated_listeners
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
@@ -21,6 +24,7 @@ from mcpmesh.front.responses import json_response
 from mcpmesh.front.security import HostOriginGuard
 from mcpmesh.front.session import FrontSession, SessionStore
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
+from mcpmesh.registry.base import Listing
 from mcpmesh.registry.ports import PortPool
 from mcpmesh.registry.sqlite import SqliteRegistry
 from mcpmesh.supervisor import State, Supervisor
@@ -42,8 +46,19 @@ class Mesh:
         self.store = SessionStore(settings.max_sessions, settings.session_idle_timeout)
         self.supervisor = Supervisor(config, self.store)
         self.store.on_event = self._session_event
+        self.instance = secrets.token_hex(6)  # tells this mesh from another one answering on a port
+        self.dedicated: dict[str, uvicorn.Server] = {}  # the listener on each server's own port
         for name, server in self.supervisor.servers.items():
             server.record = functools.partial(self.registry.append, server=name)
+            server.save_listing = functools.partial(self._save_listing, name)
+
+    def _save_listing(self, server: str, listing: Listing) -> None:
+        """Keep a list whose content differs from what the registry holds, and say what changed."""
+        before = self.registry.listings(server).get(listing.kind)
+        if before is not None and before.hash == listing.hash:
+            return  # the same content as last time (e.g. before the mesh restarted): keep when it was first seen
+        self.registry.put_listing(server, listing)
+        self.registry.append("catalog_changed", server, **difference(before, listing))
 
     def _session_event(self, kind: str, session: FrontSession, reason: str) -> None:
         client = f"{session.client_info.get('name', '?')}/{session.client_info.get('version', '?')}"
@@ -67,7 +82,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         try:
             async with (
                 mesh.supervisor.run() as supervisor,
-                dedicated_listeners(sockets, mcp_endpoint, sse, settings),
+                dedicated_listeners(sockets, mcp_endpoint, sse, settings, mesh.instance) as mesh.dedicated,
             ):
                 if on_started is not None:
                     await on_started(supervisor)
@@ -85,7 +100,8 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
 
     async def healthz(request: Request) -> Response:
         servers = {name: s.state.value for name, s in mesh.supervisor.servers.items()}
-        return json_response({"status": "ok", "sessions": len(mesh.store), "servers": servers})
+        body = {"status": "ok", "mesh": mesh.instance, "sessions": len(mesh.store), "servers": servers}
+        return json_response(body)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

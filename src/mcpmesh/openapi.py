@@ -153,7 +153,9 @@ OPENAPI: dict[str, Any] = {
                     "sharing": {"type": "string", "enum": ["shared", "session"]},
                     "era": {"type": "string", "enum": ["legacy", "modern"], "nullable": True},
                     "server_info": _nullable("object"),
-                    "tools": _nullable("integer"),
+                    "tools": {**_nullable("integer"), "description": "how many tools the registry lists"},
+                    "prompts": _nullable("integer"),
+                    "resources": _nullable("integer"),
                     "urls": {"type": "object", "additionalProperties": {"type": "string"}},
                     "sessions": {"type": "integer"},
                     "clients": {"type": "array", "items": {"type": "string"}},
@@ -176,8 +178,15 @@ OPENAPI: dict[str, Any] = {
                     _ref("Server"),
                     {
                         "type": "object",
-                        "required": ["stderr_tail"],
-                        "properties": {"stderr_tail": {"type": "array", "items": {"type": "string"}}},
+                        "required": ["stderr_tail", "catalog"],
+                        "properties": {
+                            "stderr_tail": {"type": "array", "items": {"type": "string"}},
+                            "catalog": {
+                                "type": "object",
+                                "description": "tools, prompts and resources as last read from the server",
+                                "additionalProperties": _ref("Listing"),
+                            },
+                        },
                     },
                 ]
             },
@@ -188,6 +197,16 @@ OPENAPI: dict[str, Any] = {
                     "action": {"type": "string", "enum": ["restart", "stop", "start"]},
                     "changed": {"type": "boolean"},
                     "server": _ref("Server"),
+                },
+            },
+            "Listing": {
+                "type": "object",
+                "required": ["count", "hash", "names", "since"],
+                "properties": {
+                    "count": {"type": "integer"},
+                    "hash": {"type": "string", "description": "fingerprint of the whole list"},
+                    "names": {"type": "array", "items": {"type": "string"}, "description": "names, or resource uris"},
+                    "since": {"type": "number", "description": "when this content was first seen"},
                 },
             },
             "Event": {

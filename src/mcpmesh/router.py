@@ -17,8 +17,9 @@ from typing import Any
 
 import anyio
 
-from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
+from mcpmesh.backend.upstream import Upstream
 from mcpmesh.breaker import CircuitBreaker
+from mcpmesh.catalog import KINDS, listing_of, offered, read_items
 from mcpmesh.errors import (
     BackendExited,
     BackendTimeout,
@@ -32,6 +33,7 @@ from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, st
 from mcpmesh.front.session import FrontSession
 from mcpmesh.jsonrpc import Message, RequestId, as_key, error, negotiate_version, params_of, result
 from mcpmesh.mrtr import InputBridge
+from mcpmesh.registry.base import Listing
 from mcpmesh.routing import (
     LOG_LEVELS,
     Call,
@@ -57,7 +59,6 @@ LIST_CHANGED_FILTERS = {
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
 SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
 UNROUTABLE = -32601  # answered to a server request no single capable client can take
-MAX_TOOL_PAGES = 100  # a server whose tool list pages on forever is read this far
 READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
 
 log = logging.getLogger("mcpmesh.router")
@@ -102,6 +103,9 @@ class Multiplexer:
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.listeners: set[Listener] = set()
         self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
+        self.catalog: dict[str, Listing] = {}  # tools, prompts, resources as last read (shared servers)
+        self.on_catalog: Callable[[Listing], None] | None = None  # a list's content changed
+        self.on_initialized: Callable[[Upstream], None] | None = None
         self.inputs = InputBridge(self._give_up_waiting)
         self.dropped: Counter[str] = Counter()
         self._attached = anyio.Event()
@@ -116,7 +120,7 @@ class Multiplexer:
             self.breaker = self.new_breaker()
         self._attached.set()
         if self.shared:  # a session-mode spare is not initialized yet: only its client may speak first
-            self.spawn(lambda: self._learn_tools(upstream))
+            self.spawn(lambda: self.refresh_catalog(upstream, announce=True))
         if self.shared and upstream.era == "legacy":
             for uri in self.subscribers:
                 self._background_call(upstream, "resources/subscribe", {"uri": uri})
@@ -159,6 +163,9 @@ class Multiplexer:
         caps = {k: (dict(v) if isinstance(v, dict) else v) for k, v in upstream.capabilities.items()}
         if self.shared:
             caps.pop("tasks", None)  # task ids are not yet bound to the client that created them
+            for kind in offered(caps):  # the gateway announces changes it reads, announced or not
+                if isinstance(caps[kind], dict):
+                    caps[kind]["listChanged"] = True
         if upstream.era == "modern" and isinstance(caps.get("resources"), dict):
             caps["resources"].pop("subscribe", None)  # subscriptions/listen is not bridged yet
         return caps
@@ -234,6 +241,8 @@ class Multiplexer:
             return
         upstream.send(msg)
         await upstream.drain()
+        if method == "notifications/initialized" and self.on_initialized is not None:
+            self.on_initialized(upstream)  # a session's own process, now initialized by its client
 
     async def handle_response(self, session: FrontSession, msg: Message) -> None:
         """A client's answer to a server-initiated request: back to the server with its own id."""
@@ -328,28 +337,35 @@ class Multiplexer:
         self.listeners.add(listener)
         return honoured
 
-    async def _learn_tools(self, upstream: Upstream) -> None:
-        """Read every page of the server's tool list for the annotations 2026 requests are checked against."""
-        learned: dict[str, ParamHeaders] = {}
-        cursor: Any = None
-        for _ in range(MAX_TOOL_PAGES):
-            params: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
-            if upstream.era == "modern":
-                params["_meta"] = modern_meta({}, GATEWAY_INFO)
+    async def refresh_catalog(self, upstream: Upstream, *, announce: bool, kinds: list[str] | None = None) -> None:
+        """Read the server's lists again; a list whose content changed is reported (`on_catalog`) and,
+        with `announce`, its list_changed sent to every client that may want it (the server did not
+        say so itself). Tool annotations are learned from the tool list for 2026 request checks."""
+        for kind in kinds if kinds is not None else offered(upstream.capabilities):
             try:
-                reply = await upstream.call("tools/list", params, self.request_timeout)
+                items = await read_items(upstream, kind, self.request_timeout)
             except MeshError as exc:
-                log.info("%s: tools/list failed: %s", self.server, exc)
-                return
-            page = reply.get("result")
-            if not isinstance(page, dict):
-                return
-            learned.update(tool_params_of(page))
-            cursor = page.get("nextCursor")
-            if not cursor:
-                break
-        if upstream is self.upstream:
-            self.tool_params = learned
+                log.info("%s: %s/list failed: %s", self.server, kind, exc)
+                continue
+            if upstream is not self.upstream:
+                return  # the process it came from is gone
+            if kind == "tools":
+                self.tool_params = tool_params_of({"tools": items})
+            new, old = listing_of(kind, items), self.catalog.get(kind)
+            if old is not None and old.hash == new.hash:
+                continue
+            self.catalog[kind] = new
+            if announce and old is not None:
+                self._fan_out_list_changed({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"})
+            if self.on_catalog is not None:
+                self.on_catalog(new)
+
+    def _fan_out_list_changed(self, msg: Message) -> None:
+        for session in self.sessions:
+            session.notify(msg)
+        for listener in self.listeners:
+            if msg["method"] in listener.methods:
+                listener.notify(msg)
 
     def end_listeners(self) -> None:
         """End every listen stream gracefully: a `complete` result to its listen request."""
@@ -451,6 +467,8 @@ class Multiplexer:
         msg["id"] = call.client_id
         if call.method == "tools/list" and isinstance(msg.get("result"), dict):
             self.tool_params.update(tool_params_of(msg["result"]))
+        elif call.method == "initialize" and isinstance(msg.get("result"), dict):
+            upstream.server_result = msg["result"]  # a session's own handshake: what its process offers
         if upstream.era == "modern" and not call.session.modern:
             to_handshake_era(msg)
         elif upstream.era == "legacy" and call.session.modern:
@@ -467,13 +485,10 @@ class Multiplexer:
             params["progressToken"] = call.client_token
             call.outbox.put(msg)
         elif method.endswith("/list_changed"):
-            if method == "notifications/tools/list_changed" and self.shared:
-                self.spawn(lambda: self._learn_tools(upstream))
-            for session in self.sessions:
-                session.notify(msg)
-            for listener in self.listeners:
-                if method in listener.methods:
-                    listener.notify(msg)
+            self._fan_out_list_changed(msg)
+            kind = method.split("/")[1]
+            if self.shared and kind in KINDS:  # already announced: only learn the new content
+                self.spawn(lambda: self.refresh_catalog(upstream, announce=False, kinds=[kind]))
         elif method == "notifications/resources/updated":
             uri = params.get("uri")
             targets: set[Subscriber] | set[FrontSession]

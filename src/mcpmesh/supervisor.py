@@ -24,6 +24,7 @@ from mcpmesh.errors import BackendTimeout, BackendUnavailable, MeshError, Server
 from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
 from mcpmesh.process import ChildProcess, child_environment
+from mcpmesh.registry.base import Listing
 from mcpmesh.router import Multiplexer
 from mcpmesh.routing import Call, CallObserver
 
@@ -65,6 +66,7 @@ class ServerBase:
         self.blocked: str | None = None  # set before the mesh starts: why this server may not run
         self.record: Recorder = _no_record  # appends to the event log (the mesh sets it)
         self.observers: list[CallObserver] = []  # told of every call to any of its processes
+        self.save_listing: Callable[[Listing], None] = lambda listing: None  # into the registry (the mesh sets it)
         self.restart_reasons: Counter[str] = Counter()  # why it was restarted: exited, unhealthy, requested
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -186,10 +188,9 @@ class SharedServer(ServerBase):
             request_timeout=config.request_timeout,
             spawn=self.spawn,
             observers=self.observers,
-            new_breaker=lambda: CircuitBreaker(
-                config.breaker_threshold, config.breaker_cooldown, self._circuit_changed
-            ),
+            new_breaker=self._new_breaker,
         )
+        self.mux.on_catalog = lambda listing: self.save_listing(listing)
         self.child: Connection | None = None
         self._unhealthy_stop = False  # the last process was stopped by the probe, not by itself
 
@@ -284,6 +285,7 @@ class SharedServer(ServerBase):
                 if misses and (circuit is None or circuit.state == Circuit.CLOSED):
                     self.set_state(State.HEALTHY, f"answered {method} again")
                 misses = 0
+                await self.mux.refresh_catalog(upstream, announce=True)  # a change the server did not announce
                 continue
             why = f"no answer to {method} within {self.config.health_timeout:g}s"
             if misses < UNHEALTHY_AFTER:
@@ -318,6 +320,7 @@ class PerSessionServer(ServerBase):
         super().__init__(name, config, store)
         self._spares_in, self._spares_out = self._spare_channel()
         self._spares_used = False
+        self._catalog_read_at = -float("inf")
         self.processes: set[Connection] = set()
 
     @staticmethod
@@ -352,6 +355,8 @@ class PerSessionServer(ServerBase):
                 continue
             failures, delay = 0, policy.backoff_initial
             self.set_state(State.HEALTHY, f"warm spare ready ({spare.upstream.era} era)")
+            if spare.upstream.era == "modern":  # needs no handshake: its lists can be read now
+                self._read_catalog(spare.mux, spare.upstream)
             await self._spares_in.send(spare)
 
     async def _start_spare(self) -> Spare:
@@ -380,7 +385,17 @@ class PerSessionServer(ServerBase):
         finally:
             probed.set()
         mux.attach(upstream)
+        mux.on_catalog = self.save_listing
+        mux.on_initialized = lambda initialized: self._read_catalog(mux, initialized)
         return Spare(child, upstream, mux)
+
+    def _read_catalog(self, mux: Multiplexer, upstream: Upstream) -> None:
+        """Read the lists from one of its processes, at most once per health interval: every
+        process runs the same command, so one stands for all."""
+        now = time.monotonic()
+        if now - self._catalog_read_at >= self.config.health_interval:
+            self._catalog_read_at = now
+            self.spawn(lambda: mux.refresh_catalog(upstream, announce=False))
 
     async def _lifetime(self, child: Connection, upstream: Upstream, mux: Multiplexer, probed: anyio.Event) -> None:
         self.processes.add(child)

@@ -27,7 +27,7 @@ from mcpmesh.jsonrpc import (
 Era = Literal["legacy", "modern"]
 
 # The gateway's own requests that cannot make a server emit logs or requests on someone's behalf.
-_INERT_METHODS = frozenset({"ping", "server/discover", "tools/list"})
+_INERT_METHODS = frozenset({"ping", "server/discover", "tools/list", "prompts/list", "resources/list"})
 PROBE_TIMEOUT = 10.0  # a handshake-era server answers an unknown method at once; silence means legacy
 GATEWAY_INFO = {"name": "mcpmesh", "version": __version__}
 # What the gateway declares to a handshake-era backend: it can route these to the one client that

@@ -23,8 +23,18 @@ class Event:
     detail: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Listing:
+    """One of a server's lists (tools, prompts or resources) as last read: names and a fingerprint."""
+
+    kind: str
+    hash: str
+    names: tuple[str, ...]
+    at: float  # when this content was first seen
+
+
 class Registry(Protocol):
-    """Storage for port leases and events. Implementations make each call atomic."""
+    """Storage for port leases, server catalogs and events. Implementations make each call atomic."""
 
     def leases(self) -> list[PortLease]: ...
     def hold(self, port: int, holder: str) -> None: ...
@@ -32,4 +42,6 @@ class Registry(Protocol):
     def append(self, kind: str, server: str | None, **detail: Any) -> int: ...
     def events(self, after: int = 0, limit: int = 100, server: str | None = None) -> list[Event]: ...
     def trim_events(self, keep: int) -> int: ...
+    def put_listing(self, server: str, listing: Listing) -> None: ...
+    def listings(self, server: str) -> dict[str, Listing]: ...
     def close(self) -> None: ...

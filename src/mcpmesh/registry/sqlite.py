@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from mcpmesh.registry.base import Event, PortLease
+from mcpmesh.registry.base import Event, Listing, PortLease
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS = {
     1: """
     CREATE TABLE ports (
@@ -38,6 +38,16 @@ MIGRATIONS = {
         detail BLOB    NOT NULL    -- JSON object
     );
     CREATE INDEX events_by_server ON events (server, id);
+    """,
+    2: """
+    CREATE TABLE listings (
+        server TEXT NOT NULL,
+        kind   TEXT NOT NULL CHECK (kind IN ('tools', 'prompts', 'resources')),
+        hash   TEXT NOT NULL,      -- fingerprint of the whole list as the server returned it
+        names  BLOB NOT NULL,      -- JSON array of tool/prompt names or resource uris
+        at     REAL NOT NULL,      -- when this content was first seen
+        PRIMARY KEY (server, kind)
+    );
     """,
 }
 BUSY_TIMEOUT = 5.0  # seconds a writer waits for another process holding the database
@@ -106,6 +116,22 @@ class SqliteRegistry:
                 return None
             db.execute("UPDATE ports SET state = 'released', since = ? WHERE port = ?", (time.time(), row[0]))
             return int(row[0])
+
+    # -- catalogs ----------------------------------------------------------------------------
+    def put_listing(self, server: str, listing: Listing) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO listings (server, kind, hash, names, at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (server, kind) DO UPDATE "
+                "SET hash = excluded.hash, names = excluded.names, at = excluded.at",
+                (server, listing.kind, listing.hash, orjson.dumps(listing.names), listing.at),
+            )
+
+    def listings(self, server: str) -> dict[str, Listing]:
+        with self._lock:
+            query = "SELECT kind, hash, names, at FROM listings WHERE server = ?"
+            rows = self._db.execute(query, (server,)).fetchall()
+        return {kind: Listing(kind, digest, tuple(orjson.loads(names)), at) for kind, digest, names, at in rows}
 
     # -- events ------------------------------------------------------------------------------
     def append(self, kind: str, server: str | None, **detail: Any) -> int:
