@@ -45,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _inspect(args)
     if args.command in CONTROL_COMMANDS:
         return _control(args)
+    if args.command == "validate":
+        from mcpmesh.validate import validate  # the MCP SDK loads only for this command
+
+        url = _mesh_url(args)
+        return 2 if url is None else validate(url, args.json, Console())
     _parser().print_help()
     return 2
 
@@ -72,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    check = sub.add_parser(
+        "validate",
+        help="connect to every server through every URL the registry advertises, as a client would; "
+        "exit 1 on any gap between what the registry claims and what answers",
+    )
+    check.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+    check.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    check.add_argument("--json", action="store_true", help="print the checks as JSON")
     for action, text in CONTROL_COMMANDS.items():
         command = sub.add_parser(action, help=text)
         command.add_argument("name", help="the server's name in the config")

@@ -13,7 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -57,9 +57,13 @@ class _QuietServer(uvicorn.Server):
 
 
 def dedicated_app(
-    name: str, mcp: StreamableHttpEndpoint, sse: LegacySseEndpoint | None, settings: MeshSettings
+    name: str, mcp: StreamableHttpEndpoint, sse: LegacySseEndpoint | None, settings: MeshSettings, instance: str
 ) -> Starlette:
-    routes = [Route("/mcp", _Named(name, mcp))]
+    async def healthz(request: Request) -> Response:
+        """Who serves this port: `mcpmesh validate` checks it is the mesh whose registry assigned it."""
+        return JSONResponse({"status": "ok", "mesh": instance, "server": name})
+
+    routes = [Route("/mcp", _Named(name, mcp)), Route("/healthz", healthz, methods=["GET"])]
     if sse is not None:
         routes += [
             Route("/sse", _named(name, sse.stream), methods=["GET"]),
@@ -103,22 +107,22 @@ async def dedicated_listeners(
     mcp: StreamableHttpEndpoint,
     sse: LegacySseEndpoint | None,
     settings: MeshSettings,
-) -> AsyncIterator[None]:
-    """Serve each allocated socket for its server until the block ends."""
-    servers: list[_QuietServer] = []
+    instance: str,
+) -> AsyncIterator[dict[str, uvicorn.Server]]:
+    """Serve each allocated socket for its server until the block ends; yields the listeners by server."""
+    servers: dict[str, uvicorn.Server] = {}
     try:
         async with anyio.create_task_group() as tg:
             for name, sock in sockets.items():
-                app = dedicated_app(name, mcp, sse, settings)
+                app = dedicated_app(name, mcp, sse, settings, instance)
                 config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-                listener = _QuietServer(config)
-                servers.append(listener)
+                listener = servers[name] = _QuietServer(config)
                 tg.start_soon(listener.serve, [sock])  # our socket: uvicorn would sys.exit on a bind failure
             try:
-                yield
+                yield servers
             finally:
-                for listener in servers:
-                    listener.should_exit = True
+                for running in servers.values():
+                    running.should_exit = True
     finally:
         for sock in sockets.values():
             sock.close()
