@@ -32,6 +32,7 @@ class Api:
         return [
             Route("/v1/servers", self.list_servers, methods=["GET"]),
             Route("/v1/servers/{name}", self.get_server, methods=["GET"]),
+            Route("/v1/servers/{name}/logs", self.server_logs, methods=["GET"]),
             Route("/v1/catalog/services", self.consul_services, methods=["GET"]),
             Route("/v1/health/service/{name}", self.consul_health, methods=["GET"]),
             Route("/v1/events", self.list_events, methods=["GET"]),
@@ -49,6 +50,19 @@ class Api:
         if server is None:
             return _not_found(f"no server named {request.path_params['name']!r}")
         return json_response(self._describe(server, _base_url(request), detail=True))
+
+    async def server_logs(self, request: Request) -> Response:
+        """The server's stderr lines numbered above `after` (secrets masked): follow with `next`."""
+        server = self.supervisor.servers.get(request.path_params["name"])
+        if server is None:
+            return _not_found(f"no server named {request.path_params['name']!r}")
+        paging = _paging(request)
+        if isinstance(paging, Response):
+            return paging
+        after, limit = paging
+        lines = server.stderr.after(after, limit)
+        body = [{"n": line.n, "at": line.at, "pid": line.pid, "text": line.text} for line in lines]
+        return json_response({"server": server.name, "lines": body, "next": lines[-1].n if lines else after})
 
     def _describe(self, server: ServerBase, base: str, detail: bool = False) -> dict[str, Any]:
         sessions = self.store.sessions_of(server.name)
@@ -90,13 +104,10 @@ class Api:
         return urls
 
     async def list_events(self, request: Request) -> Response:
-        try:
-            after = int(request.query_params.get("after", "0"))
-            limit = min(int(request.query_params.get("limit", "100")), MAX_PAGE)
-        except ValueError:
-            return _bad_request("after and limit must be integers")
-        if after < 0 or limit < 1:
-            return _bad_request("after must be >= 0 and limit >= 1")
+        paging = _paging(request)
+        if isinstance(paging, Response):
+            return paging
+        after, limit = paging
         events = self.registry.events(after, limit, request.query_params.get("server"))
         body = [{"id": e.id, "at": e.at, "server": e.server, "kind": e.kind, "detail": e.detail} for e in events]
         return json_response({"events": body, "next": events[-1].id if events else after})
@@ -148,6 +159,18 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return json_response(OPENAPI)
+
+
+def _paging(request: Request) -> tuple[int, int] | Response:
+    """`after` and `limit` from the query (limit capped at MAX_PAGE), or the 400 saying what is wrong."""
+    try:
+        after = int(request.query_params.get("after", "0"))
+        limit = min(int(request.query_params.get("limit", "100")), MAX_PAGE)
+    except ValueError:
+        return _bad_request("after and limit must be integers")
+    if after < 0 or limit < 1:
+        return _bad_request("after must be >= 0 and limit >= 1")
+    return after, limit
 
 
 def _base_url(request: Request) -> str:

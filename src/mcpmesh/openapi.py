@@ -45,6 +45,34 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _json(_ref("ServerDetail")), "404": _NOT_FOUND},
             }
         },
+        "/v1/servers/{name}/logs": {
+            "get": {
+                "operationId": "getServerLogs",
+                "description": "The server's stderr lines (every process it had, secrets masked), numbered from 1 "
+                "for the life of the mesh; the latest 1000 are kept. Follow by passing the answer's `next` as "
+                "`after`.",
+                "parameters": [
+                    _NAME,
+                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["server", "lines", "next"],
+                            "properties": {
+                                "server": {"type": "string"},
+                                "lines": {"type": "array", "items": _ref("LogLine")},
+                                "next": {"type": "integer"},
+                            },
+                        }
+                    ),
+                    "400": _json(_ref("Error"), "Bad paging parameters"),
+                    "404": _NOT_FOUND,
+                },
+            }
+        },
         "/v1/catalog/services": {
             "get": {
                 "operationId": "consulCatalogServices",
@@ -159,6 +187,16 @@ OPENAPI: dict[str, Any] = {
                     "server": _nullable("string"),
                     "kind": {"type": "string"},
                     "detail": {"type": "object"},
+                },
+            },
+            "LogLine": {
+                "type": "object",
+                "required": ["n", "at", "pid", "text"],
+                "properties": {
+                    "n": {"type": "integer"},
+                    "at": {"type": "number"},
+                    "pid": _nullable("integer"),
+                    "text": {"type": "string"},
                 },
             },
             "Port": {

@@ -76,7 +76,8 @@ class ServerBase:
 
     def set_state(self, state: State, reason: str) -> None:
         if state != self.state or reason != self.reason:
-            log.log(logging.WARNING if state == State.FAILED else logging.INFO, "%s: %s (%s)", self.name, state, reason)
+            level = logging.WARNING if state == State.FAILED else logging.INFO
+            log.log(level, "%s: %s (%s)", self.name, state, reason, extra={"server": self.name})
             self.record("state_changed", state=state.value, reason=reason)
         self.state, self.reason, self.since = state, reason, time.time()
         self.changed.set()
