@@ -29,6 +29,7 @@ MAX_TOOLS = 200  # distinct tool names per server
 MAX_LABEL_LENGTH = 64
 OTHER = "other"
 UNKNOWN = "unknown"
+UNKNOWN_TOOL = "unknown_tool"  # a name the server does not list: the client's typo is no new series
 CLIENT_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")  # method and tool names: `tools/call`, `github/search`
 RESTART_CAUSES = ("exited", "unhealthy", "spawn_failed", "handshake_failed")  # always exported, from 0
@@ -44,15 +45,21 @@ class BoundedLabel:
         self.limit = limit
         self.unsafe = unsafe
         self._seen: set[str] = set()
+        self._memo: dict[str, str] = {}  # value -> label, for the hot path; bounded like the labels
 
     def __call__(self, value: Any) -> str:
         if not isinstance(value, str) or not value:
             return UNKNOWN
+        memo = self._memo.get(value)
+        if memo is not None:
+            return memo
         label = self.unsafe.sub("_", value[:MAX_LABEL_LENGTH])
         if label not in self._seen:
             if len(self._seen) >= self.limit:
                 return OTHER
             self._seen.add(label)
+        if len(self._memo) < 4 * self.limit:
+            self._memo[value] = label
         return label
 
 
@@ -91,25 +98,44 @@ class MeshMetrics:
         self.sessions_expired = Counter(
             "mcpmesh_sessions_expired", "Client sessions ended by the idle timeout", ["server"], registry=r
         )
+        self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._gauges: dict[str, Gauge] = {}
+        self._tool_children: dict[tuple[str, str, str], Counter] = {}
         for name in supervisor.servers:  # every server's series exist from the start, at 0
-            self.in_flight.labels(name)
+            self._in_flight(name)
             for counter in (self.sessions_opened, self.sessions_closed, self.sessions_expired):
                 counter.labels(name)
         r.register(_LiveCollector(supervisor, store, pool, self.clients))
 
     # -- CallObserver ------------------------------------------------------------------------
+    # Label children are looked up once and kept (prometheus-client's `labels()` is most of the
+    # cost of counting a call); the keys are bounded label values, so the caches are bounded too.
     def call_started(self, server: str, call: Call) -> None:
-        self.in_flight.labels(server).inc()
+        self._in_flight(server).inc()
 
     def call_done(self, server: str, call: Call, outcome: str) -> None:
         if outcome != Outcome.REJECTED:  # a rejected call was never sent, so never counted in flight
-            self.in_flight.labels(server).dec()
-        method = self.methods(call.method)
-        self.requests.labels(server, method, self.clients(call.session.client_info.get("name")), outcome).inc()
-        self.duration.labels(server, method).observe(time.monotonic() - call.started)
+            self._in_flight(server).dec()
+        key = (server, self.methods(call.method), self.clients(call.session.client_info.get("name")), outcome)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(*key), self.duration.labels(*key[:2]))
+        children[0].inc()
+        children[1].observe(time.monotonic() - call.started)
         if call.method == "tools/call":
             tools = self.tools.get(server) or self.tools.setdefault(server, BoundedLabel(MAX_TOOLS, NAME_CHARS))
-            self.tool_calls.labels(server, tools(call.name), outcome).inc()
+            known = call.session.mux.tool_params  # the names the server listed, once it has been asked
+            tool = tools(call.name) if not known or call.name in known else UNKNOWN_TOOL
+            counter = self._tool_children.get((server, tool, outcome))
+            if counter is None:
+                counter = self._tool_children[(server, tool, outcome)] = self.tool_calls.labels(server, tool, outcome)
+            counter.inc()
+
+    def _in_flight(self, server: str) -> Gauge:
+        gauge = self._gauges.get(server)
+        if gauge is None:
+            gauge = self._gauges[server] = self.in_flight.labels(server)
+        return gauge
 
     # -- sessions (from SessionStore.on_event) -----------------------------------------------
     def session_event(self, kind: str, session: FrontSession, reason: str) -> None:
