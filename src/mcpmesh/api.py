@@ -21,6 +21,7 @@ from mcpmesh.registry.ports import PortPool
 from mcpmesh.supervisor import ServerBase, SharedServer, State, Supervisor
 
 MAX_PAGE = 1000
+MAX_CURSOR = 2**63 - 1  # the largest id SQLite stores
 CONTROL_ACTIONS = ("restart", "stop", "start")
 CONSUL_STATUS = {State.HEALTHY: "passing", State.STARTING: "warning", State.RESTARTING: "warning"}
 
@@ -37,6 +38,7 @@ class Api:
             Route("/v1/servers", self.list_servers, methods=["GET"]),
             Route("/v1/servers/{name}", self.get_server, methods=["GET"]),
             *(Route(f"/v1/servers/{{name}}/{action}", self.control, methods=["POST"]) for action in CONTROL_ACTIONS),
+            Route("/v1/servers/{name}/logs", self.server_logs, methods=["GET"]),
             Route("/v1/catalog/services", self.consul_services, methods=["GET"]),
             Route("/v1/health/service/{name}", self.consul_health, methods=["GET"]),
             Route("/v1/events", self.list_events, methods=["GET"]),
@@ -76,6 +78,19 @@ class Api:
         body = {"action": action, "changed": done, "server": self._describe(server, _base_url(request))}
         return json_response(body, 202 if done and action != "stop" else 200)
 
+    async def server_logs(self, request: Request) -> Response:
+        """The server's stderr lines numbered above `after` (secrets masked): follow with `next`."""
+        server = self.supervisor.servers.get(request.path_params["name"])
+        if server is None:
+            return _not_found(f"no server named {request.path_params['name']!r}")
+        paging = _paging(request)
+        if isinstance(paging, Response):
+            return paging
+        after, limit = paging
+        lines = server.stderr.after(after, limit)
+        body = [{"n": line.n, "at": line.at, "pid": line.pid, "text": line.text} for line in lines]
+        return json_response({"server": server.name, "lines": body, "next": lines[-1].n if lines else after})
+
     def _describe(self, server: ServerBase, base: str, detail: bool = False) -> dict[str, Any]:
         sessions = self.store.sessions_of(server.name)
         listings = self.registry.listings(server.name)
@@ -97,7 +112,7 @@ class Api:
             "sessions": len(sessions),
             "clients": sorted({_client(s.client_info) for s in sessions}),
             "last_error": server.reason if server.state in (State.FAILED, State.RESTARTING) else None,
-            "circuit": _circuit(server.circuit if isinstance(server, SharedServer) else None),
+            "circuit": _circuit(server.circuit),
         }
         if detail:
             described["catalog"] = {
@@ -122,13 +137,10 @@ class Api:
         return urls
 
     async def list_events(self, request: Request) -> Response:
-        try:
-            after = int(request.query_params.get("after", "0"))
-            limit = min(int(request.query_params.get("limit", "100")), MAX_PAGE)
-        except ValueError:
-            return _bad_request("after and limit must be integers")
-        if after < 0 or limit < 1:
-            return _bad_request("after must be >= 0 and limit >= 1")
+        paging = _paging(request)
+        if isinstance(paging, Response):
+            return paging
+        after, limit = paging
         events = self.registry.events(after, limit, request.query_params.get("server"))
         body = [{"id": e.id, "at": e.at, "server": e.server, "kind": e.kind, "detail": e.detail} for e in events]
         return json_response({"events": body, "next": events[-1].id if events else after})
@@ -180,6 +192,18 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return json_response(OPENAPI)
+
+
+def _paging(request: Request) -> tuple[int, int] | Response:
+    """`after` and `limit` from the query (limit capped at MAX_PAGE), or the 400 saying what is wrong."""
+    try:
+        after = int(request.query_params.get("after", "0"))
+        limit = min(int(request.query_params.get("limit", "100")), MAX_PAGE)
+    except ValueError:
+        return _bad_request("after and limit must be integers")
+    if not 0 <= after <= MAX_CURSOR or limit < 1:
+        return _bad_request(f"after must be between 0 and {MAX_CURSOR}, and limit >= 1")
+    return after, limit
 
 
 def _base_url(request: Request) -> str:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcpmesh.api import Api
+from mcpmesh.audit import ToolCallAudit
 from mcpmesh.catalog import difference
 from mcpmesh.config import MeshConfig
 from mcpmesh.front.dedicated import allocate_dedicated, dedicated_listeners
@@ -24,6 +25,8 @@ from mcpmesh.front.responses import json_response
 from mcpmesh.front.security import HostOriginGuard
 from mcpmesh.front.session import FrontSession, SessionStore
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
+from mcpmesh.metrics import MeshMetrics
+from mcpmesh.redact import Redactor
 from mcpmesh.registry.base import Listing
 from mcpmesh.registry.ports import PortPool
 from mcpmesh.registry.sqlite import SqliteRegistry
@@ -45,12 +48,17 @@ class Mesh:
         self.pool = PortPool(self.registry, settings.port_range, settings.host, settings.port_release_grace)
         self.store = SessionStore(settings.max_sessions, settings.session_idle_timeout)
         self.supervisor = Supervisor(config, self.store)
+        self.redact = Redactor.from_config(config)
+        self.metrics = MeshMetrics(self.supervisor, self.store, self.pool)
+        self.audit = ToolCallAudit(self.registry, settings.event_retention)
         self.store.on_event = self._session_event
         self.instance = secrets.token_hex(6)  # tells this mesh from another one answering on a port
         self.dedicated: dict[str, uvicorn.Server] = {}  # the listener on each server's own port
         for name, server in self.supervisor.servers.items():
             server.record = functools.partial(self.registry.append, server=name)
             server.save_listing = functools.partial(self._save_listing, name)
+            server.redact = self.redact
+            server.observers += [self.metrics, self.audit]
 
     def _save_listing(self, server: str, listing: Listing) -> None:
         """Keep a list whose content differs from what the registry holds, and say what changed."""
@@ -61,6 +69,7 @@ class Mesh:
         self.registry.append("catalog_changed", server, **difference(before, listing))
 
     def _session_event(self, kind: str, session: FrontSession, reason: str) -> None:
+        self.metrics.session_event(kind, session, reason)
         client = f"{session.client_info.get('name', '?')}/{session.client_info.get('version', '?')}"
         detail = {"session": session.id[:8], "client": client, "era": session.protocol_version}
         self.registry.append(kind, session.server, **detail, **({"reason": reason} if reason else {}))
@@ -81,6 +90,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         sockets = allocate_dedicated(mesh.supervisor, mesh.pool, mesh.registry)
         try:
             async with (
+                mesh.audit.run(),  # entered first, left last: it writes the calls the stop ended
                 mesh.supervisor.run() as supervisor,
                 dedicated_listeners(sockets, mcp_endpoint, sse, settings, mesh.instance) as mesh.dedicated,
             ):
@@ -106,6 +116,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", mesh.metrics.endpoint, methods=["GET"]),
         Route("/servers/{name}/mcp", mcp_endpoint),
         *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool).routes(),
     ]

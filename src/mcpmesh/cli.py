@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +15,7 @@ import anyio
 import uvicorn
 from rich.console import Console
 
-from mcpmesh import __version__
+from mcpmesh import __version__, logs, tail
 from mcpmesh import status as inspect
 from mcpmesh.app import create_app
 from mcpmesh.backend.remote import safe_url
@@ -50,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         url = _mesh_url(args)
         return 2 if url is None else validate(url, args.json, Console())
+    if args.command in ("events", "logs"):
+        return _tail(args)
     _parser().print_help()
     return 2
 
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="override [mesh] host")
     up.add_argument("--port", type=int, help="override [mesh] port")
     up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    up.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line (default: text)"
+    )
     check = sub.add_parser("check-config", help="validate a config file and exit (0 when valid)")
     check.add_argument("file")
     status = sub.add_parser(
@@ -76,7 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     for command in (status, ports):
         command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    events = sub.add_parser("events", help="the running mesh's event log: spawns, states, sessions, tool calls")
+    events.add_argument("--server", help="only this server's events")
+    server_logs = sub.add_parser("logs", help="a server's stderr, from the running mesh (secrets masked)")
+    server_logs.add_argument("server")
+    for command in (events, server_logs):
+        command.add_argument("--follow", "-f", action="store_true", help="keep printing new entries until Ctrl-C")
+        command.add_argument("--json", action="store_true", help="print one JSON object per line")
+    for command in (status, events, server_logs):
+        command.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    for command in (events, server_logs):
+        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
     check = sub.add_parser(
         "validate",
         help="connect to every server through every URL the registry advertises, as a client would; "
@@ -123,6 +137,20 @@ def _inspect(args: argparse.Namespace) -> int:
     return inspect.status(args.url or inspect.mesh_url(config), args.json, console)
 
 
+def _tail(args: argparse.Namespace) -> int:
+    base_url = args.url
+    if not base_url:
+        try:
+            base_url = inspect.mesh_url(load_config(args.config))
+        except ConfigError as exc:
+            print(f"error: {exc} (or give the mesh's --url)", file=sys.stderr)
+            return 2
+    base_url = base_url.rstrip("/")
+    if args.command == "events":
+        return tail.events(base_url, args.server, args.follow, args.json)
+    return tail.logs(base_url, args.server, args.follow, args.json)
+
+
 def _check_config(path: str) -> int:
     try:
         config = load_config(path)
@@ -165,8 +193,6 @@ class _MeshServer(uvicorn.Server):
 
 
 def _up(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request to a remote server is noise
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -181,12 +207,14 @@ def _up(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().create_task(_report(supervisor, config))
 
     app = create_app(config, on_started)
+    logs.configure(args.log_format, args.log_level, app.state.mesh.redact)
     server = _MeshServer(
         uvicorn.Config(
             app,
             host=config.mesh.host,
             port=config.mesh.port,
             log_level=args.log_level,
+            log_config=None,  # uvicorn's records go through our handler too: one format, secrets masked
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=SHUTDOWN_GRACE,

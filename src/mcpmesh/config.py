@@ -58,6 +58,9 @@ class ServerConfig(_Strict):
     inherit_env: list[str] = Field(
         default_factory=list, description="names passed through from mcpmesh's own environment"
     )
+    secret_env: list[str] = Field(
+        default_factory=list, description="names in `env` or `inherit_env` whose values are masked in logs"
+    )
     cwd: Path | None = Field(None, description="working directory")
     sharing: Literal["shared", "session"] = Field(
         "shared", description="`shared`: one process, many sessions; `session`: one per session"
@@ -113,6 +116,9 @@ class ServerConfig(_Strict):
             raise _at("command", "required setting is missing: a server needs `command` (local) or `url` (remote)")
         if self.command is not None and self.url is not None:
             raise _at("url", "a server has either `command` (local) or `url` (remote), not both")
+        for name in self.secret_env:
+            if name not in self.env and name not in self.inherit_env:
+                raise _at("secret_env", f"{name} is neither in `env` nor in `inherit_env`")
         if self.command is not None:
             for key in ("transport", "headers"):
                 if key in self.model_fields_set:

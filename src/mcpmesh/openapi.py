@@ -19,6 +19,13 @@ def _nullable(kind: str) -> dict[str, Any]:
 
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _NOT_FOUND = _json(_ref("Error"), "No such server")
+_AFTER = {
+    "name": "after",
+    "in": "query",
+    "required": False,
+    "description": "the last id (or line number) already seen",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -65,6 +72,34 @@ OPENAPI: dict[str, Any] = {
                 ("start", "Start a stopped or failed server"),
             )
         },
+        "/v1/servers/{name}/logs": {
+            "get": {
+                "operationId": "getServerLogs",
+                "description": "The server's stderr lines (every process it had, secrets masked), numbered from 1 "
+                "for the life of the mesh; the latest 1000 are kept. Follow by passing the answer's `next` as "
+                "`after`.",
+                "parameters": [
+                    _NAME,
+                    _AFTER,
+                    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["server", "lines", "next"],
+                            "properties": {
+                                "server": {"type": "string"},
+                                "lines": {"type": "array", "items": _ref("LogLine")},
+                                "next": {"type": "integer"},
+                            },
+                        }
+                    ),
+                    "400": _json(_ref("Error"), "Bad paging parameters"),
+                    "404": _NOT_FOUND,
+                },
+            }
+        },
         "/v1/catalog/services": {
             "get": {
                 "operationId": "consulCatalogServices",
@@ -89,7 +124,7 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "listEvents",
                 "parameters": [
-                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                    _AFTER,
                     {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
                     {"name": "server", "in": "query", "required": False, "schema": {"type": "string"}},
                 ],
@@ -218,6 +253,16 @@ OPENAPI: dict[str, Any] = {
                     "server": _nullable("string"),
                     "kind": {"type": "string"},
                     "detail": {"type": "object"},
+                },
+            },
+            "LogLine": {
+                "type": "object",
+                "required": ["n", "at", "pid", "text"],
+                "properties": {
+                    "n": {"type": "integer"},
+                    "at": {"type": "number"},
+                    "pid": _nullable("integer"),
+                    "text": {"type": "string"},
                 },
             },
             "Port": {

@@ -10,8 +10,9 @@ import secrets
 import shutil
 import signal
 import sys
+import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 from mcpmesh.errors import SpawnError
@@ -28,6 +29,10 @@ SIGTERM_GRACE = 2.0  # time to clean up after SIGTERM before the group is killed
 READ_CHUNK = 256 * 1024  # large reads keep multi-MiB tool results cheap to assemble
 STDERR_LINE_CAP = 64 * 1024  # a stderr line longer than this is truncated, never buffered whole
 STDERR_TAIL_LINES = 200
+STDERR_LOG_RATE = 50.0  # stderr lines per second a server may put into the mesh's log (bursts: below)
+STDERR_LOG_BURST = 200  # a chatty server cannot flood the log; the rest is counted, and kept in its tail
+
+StderrSink = Callable[[int, str], None]  # (pid, line) for every stderr line, after redaction
 
 log = logging.getLogger("mcpmesh.process")
 
@@ -62,6 +67,8 @@ class ChildProcess:
         max_line_bytes: int,
         exited: asyncio.Event,
         marker: str,
+        redact: Callable[[str], str] = str,
+        on_stderr: StderrSink | None = None,
     ):
         self.name = name
         self.proc = proc
@@ -72,6 +79,9 @@ class ChildProcess:
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.dropped: Counter[str] = Counter()  # stdout lines discarded, by reason
         self._server_log = logging.getLogger(f"mcpmesh.server.{name}")
+        self._redact = redact
+        self._on_stderr = on_stderr
+        self._log_budget = _Budget(STDERR_LOG_RATE, STDERR_LOG_BURST)
         self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr())
 
     @classmethod
@@ -83,7 +93,12 @@ class ChildProcess:
         env: Mapping[str, str],
         cwd: Path | None,
         max_line_bytes: int,
+        *,
+        redact: Callable[[str], str] = str,
+        on_stderr: StderrSink | None = None,
     ) -> ChildProcess:
+        """Start the server. `redact` masks secrets in its stderr lines before they are kept or
+        logged; `on_stderr` also receives every (masked) line."""
         program = resolve_command(command, env)
         marker = f"{name}:{secrets.token_hex(8)}"
         loop = asyncio.get_running_loop()
@@ -102,8 +117,8 @@ class ChildProcess:
         except OSError as exc:
             raise SpawnError(f"cannot start {program}: {exc.strerror or exc}") from exc
         proc = asyncio.subprocess.Process(transport, protocol, loop)
-        log.info("spawned %s pid=%d argv=%s", name, proc.pid, [program, *args])
-        return cls(name, proc, max_line_bytes, protocol.exited, marker)
+        log.info("spawned %s pid=%d argv=%s", name, proc.pid, redact(str([program, *args])))
+        return cls(name, proc, max_line_bytes, protocol.exited, marker, redact, on_stderr)
 
     @property
     def returncode(self) -> int | None:
@@ -167,9 +182,15 @@ class ChildProcess:
                     return
             except asyncio.LimitOverrunError as exc:
                 line = await stderr.read(exc.consumed)
-            text = line[:STDERR_LINE_CAP].decode("utf-8", "replace").rstrip("\r\n")
+            text = self._redact(line[:STDERR_LINE_CAP].decode("utf-8", "replace").rstrip("\r\n"))
             self.stderr_tail.append(text)
-            self._server_log.info("%s", text)
+            if self._on_stderr is not None:
+                self._on_stderr(self.pid, text)
+            if self._log_budget.take():
+                if self._log_budget.skipped:
+                    self._server_log.warning("(%d stderr lines not logged: over the rate)", self._log_budget.skipped)
+                    self._log_budget.skipped = 0
+                self._server_log.info("%s", text)
 
     async def wait(self) -> int:
         """The exit code once the process has exited, even while a descendant holds its pipes
@@ -210,6 +231,26 @@ class ChildProcess:
             return await asyncio.wait_for(asyncio.shield(self.wait()), seconds)
         except TimeoutError:
             return None
+
+
+class _Budget:
+    """A token bucket: `rate` takes per second, up to `burst` at once; counts what it refused."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, float(burst)
+        self.tokens = float(burst)
+        self.skipped = 0
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.skipped += 1
+        return False
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):

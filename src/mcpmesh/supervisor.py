@@ -17,12 +17,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mcpmesh.backend.connection import Connection
 from mcpmesh.backend.remote import RemoteConnection
-from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
+from mcpmesh.backend.upstream import GATEWAY_INFO, Traffic, Upstream, modern_meta
 from mcpmesh.breaker import Circuit, CircuitBreaker
 from mcpmesh.config import MeshConfig, ServerConfig
 from mcpmesh.errors import BackendTimeout, BackendUnavailable, MeshError, ServerBlocked, SpawnError
 from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of, result
+from mcpmesh.linelog import LineLog
 from mcpmesh.process import ChildProcess, child_environment
 from mcpmesh.registry.base import Listing
 from mcpmesh.router import Multiplexer
@@ -63,16 +64,26 @@ class ServerBase:
         self.reason = "not started yet"
         self.since = time.time()
         self.restarts = 0
+        self.restart_reasons: Counter[str] = Counter()  # by cause: exited, unhealthy, spawn_failed, requested ...
+        self._restart_cause = "exited"  # why the current process is ending, as a metric label
+        self.traffic = Traffic()  # bytes to and from every process of this server
+        self.stderr = LineLog()  # every process's stderr lines, numbered (`mcpmesh logs`)
+        self._ended_dropped: Counter[str] = Counter()  # stdout lines dropped by processes already gone
+        self.redact: Callable[[str], str] = str  # masks configured secrets (the mesh sets it)
         self.blocked: str | None = None  # set before the mesh starts: why this server may not run
         self.record: Recorder = _no_record  # appends to the event log (the mesh sets it)
         self.observers: list[CallObserver] = []  # told of every call to any of its processes
         self.save_listing: Callable[[Listing], None] = lambda listing: None  # into the registry (the mesh sets it)
-        self.restart_reasons: Counter[str] = Counter()  # why it was restarted: exited, unhealthy, requested
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None  # set while it runs: cancelling it stops the server
         self._ended = anyio.Event()
         self._stop_reason = "mesh stopped"
+
+    @property
+    def circuit(self) -> CircuitBreaker | None:
+        """The circuit breaker of its one live process, if it has exactly one."""
+        return None
 
     @property
     def running(self) -> bool:
@@ -104,11 +115,27 @@ class ServerBase:
 
     def set_state(self, state: State, reason: str) -> None:
         if state != self.state or reason != self.reason:
-            log.log(logging.WARNING if state == State.FAILED else logging.INFO, "%s: %s (%s)", self.name, state, reason)
+            level = logging.WARNING if state == State.FAILED else logging.INFO
+            log.log(level, "%s: %s (%s)", self.name, state, reason, extra={"server": self.name})
             self.record("state_changed", state=state.value, reason=reason)
         self.state, self.reason, self.since = state, reason, time.time()
         self.changed.set()
         self.changed = anyio.Event()
+
+    def live_connections(self) -> list[Connection]:
+        raise NotImplementedError
+
+    def stdout_dropped(self) -> Counter[str]:
+        """Lines (messages) received and dropped, by reason, over every process this server had."""
+        total = Counter(self._ended_dropped)
+        for child in self.live_connections():
+            total.update(child.dropped)
+        return total
+
+    def argv(self) -> list[str]:
+        """What is spawned (the URL, for a remote server), with configured secrets masked."""
+        cfg = self.config
+        return [self.redact(part) for part in ([cfg.command, *cfg.args] if cfg.command else [str(cfg.url)])]
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         assert self._tg is not None, "server is not running"
@@ -122,7 +149,16 @@ class ServerBase:
             return await RemoteConnection.connect(self.name, cfg)
         assert cfg.command is not None  # the config has exactly one of command and url
         env = child_environment(cfg.env, cfg.inherit_env)
-        return await ChildProcess.spawn(self.name, cfg.command, cfg.args, env, cfg.cwd, cfg.max_line_bytes)
+        return await ChildProcess.spawn(
+            self.name,
+            cfg.command,
+            cfg.args,
+            env,
+            cfg.cwd,
+            cfg.max_line_bytes,
+            redact=self.redact,
+            on_stderr=self.stderr.append,
+        )
 
     async def _serve_until_exit(
         self, child: Connection, upstream: Upstream, on_ready: Callable[[], Awaitable[None]]
@@ -143,6 +179,7 @@ class ServerBase:
                 try:
                     await on_ready()
                 except (MeshError, TimeoutError) as exc:  # raised here, not out of the task group
+                    self._restart_cause = "handshake_failed"
                     tg.cancel_scope.cancel()
                     return f"handshake failed: {exc or 'timed out'}"
                 code = await child.wait()
@@ -153,6 +190,7 @@ class ServerBase:
         finally:
             with anyio.CancelScope(shield=True):
                 await child.stop()
+            self._ended_dropped.update(child.dropped)  # before the caller forgets the connection
 
     async def run(self) -> None:
         raise NotImplementedError
@@ -192,7 +230,6 @@ class SharedServer(ServerBase):
         )
         self.mux.on_catalog = lambda listing: self.save_listing(listing)
         self.child: Connection | None = None
-        self._unhealthy_stop = False  # the last process was stopped by the probe, not by itself
 
     async def run(self) -> None:
         policy = self.config.restart
@@ -220,20 +257,24 @@ class SharedServer(ServerBase):
                     await anyio.sleep(random.uniform(delay / 2, delay))  # jitter spreads restarts out
                     delay = min(delay * 2, policy.backoff_max)
                     self.restarts += 1
-                    self.restart_reasons["unhealthy" if self._unhealthy_stop else "exited"] += 1
-                    self._unhealthy_stop = False
+                    self.restart_reasons[self._restart_cause] += 1
         finally:
             self.mux.failed_reason = self._stop_reason  # requests until it starts again fail at once
             self.set_state(State.STOPPED, self._stop_reason)
 
+    def live_connections(self) -> list[Connection]:
+        return [self.child] if self.child is not None else []
+
     async def _run_once(self) -> str:
+        self._restart_cause = "spawn_failed"
         try:
             child = await self._spawn_child()
         except MeshError as exc:
             return str(exc)
+        self._restart_cause = "exited"
         self.child = child
-        self.record("spawned", pid=child.pid, command=self.config.command or self.config.url)
-        upstream = Upstream(child, self.mux)
+        self.record("spawned", pid=child.pid, command=self.config.command or self.config.url, argv=self.argv())
+        upstream = Upstream(child, self.mux, self.traffic)
 
         async def handshake() -> None:
             with anyio.fail_after(self.config.startup_timeout):
@@ -292,7 +333,7 @@ class SharedServer(ServerBase):
                 self.set_state(State.DEGRADED, why)
                 continue
             self.set_state(State.UNHEALTHY, f"{why}, {misses} probes in a row: restarting it")
-            self._unhealthy_stop = True
+            self._restart_cause = "unhealthy"
             await child.stop()
             return
 
@@ -326,6 +367,9 @@ class PerSessionServer(ServerBase):
     @staticmethod
     def _spare_channel() -> tuple[MemoryObjectSendStream[Spare], MemoryObjectReceiveStream[Spare]]:
         return anyio.create_memory_object_stream[Spare](0)
+
+    def live_connections(self) -> list[Connection]:
+        return list(self.processes)
 
     async def run(self) -> None:
         if self._spares_used:  # an earlier run (stopped by an operator) closed the channel
@@ -368,7 +412,8 @@ class PerSessionServer(ServerBase):
             spawn=self.spawn,
             observers=self.observers,
         )
-        upstream = Upstream(child, mux)
+        self.record("spawned", pid=child.pid, command=self.config.command or self.config.url, argv=self.argv())
+        upstream = Upstream(child, mux, self.traffic)
         probed = anyio.Event()
         self.spawn(lambda: self._lifetime(child, upstream, mux, probed))
         try:

@@ -45,12 +45,23 @@ class MessageHandler(Protocol):
     def on_backend_notification(self, upstream: Upstream, msg: Message) -> None: ...
 
 
+class Traffic:
+    """Bytes exchanged with one server, over all its connections (a metric)."""
+
+    __slots__ = ("received", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0  # written to the server (its stdin, or request bodies)
+        self.received = 0  # read from it (its stdout lines, or messages received)
+
+
 class Upstream:
     """Speaks JSON-RPC messages over one connection (`child`: a process or a remote URL);
     forwards everything else to its handler."""
 
-    def __init__(self, child: Connection, handler: MessageHandler):
+    def __init__(self, child: Connection, handler: MessageHandler, traffic: Traffic | None = None):
         self.child = child
+        self.traffic = traffic if traffic is not None else Traffic()
         self.handler = handler
         self.name = child.name
         self.era: Era | None = None
@@ -70,8 +81,10 @@ class Upstream:
     def send(self, msg: Message) -> None:
         if self.closed:
             raise BackendExited(f"server {self.name!r} is not running")
+        data = orjson.dumps(msg) + b"\n"
         try:
-            self.child.write(orjson.dumps(msg) + b"\n")
+            self.child.write(data)
+            self.traffic.sent += len(data)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise BackendExited(f"server {self.name!r} closed its input") from exc
 
@@ -85,7 +98,9 @@ class Upstream:
     async def read_loop(self) -> None:
         """Dispatch every stdout line until EOF; each message is parsed exactly once."""
         try:
+            traffic = self.traffic
             async for line in self.child.lines():
+                traffic.received += len(line) + 1  # with its newline, as it came
                 self._dispatch(line)
         finally:
             self.closed = True

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mcpmesh.routing import Call
 
 OUTBOX_NOTIFICATION_CAP = 4096  # notifications queued for a slow client beyond this are dropped
+IDLE_TIMEOUT = "idle timeout"  # the reason a session expired (metrics count these apart)
 
 log = logging.getLogger("mcpmesh.session")
 
@@ -191,6 +192,9 @@ class SessionStore:
         for session in list(self._sessions.values()):
             self.close(session, reason)
 
+    def sessions(self) -> list[FrontSession]:
+        return list(self._sessions.values())
+
     def sessions_of(self, server: str) -> list[FrontSession]:
         return [s for s in self._sessions.values() if s.server == server]
 
@@ -202,7 +206,7 @@ class SessionStore:
             deadline = time.monotonic() - self.idle_timeout
             for session in list(self._sessions.values()):
                 if session.is_idle() and session.last_active < deadline:
-                    self.close(session, "idle timeout")
+                    self.close(session, IDLE_TIMEOUT)
 
 
 def _client(session: FrontSession) -> str:

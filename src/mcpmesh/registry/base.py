@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -33,6 +34,10 @@ class Listing:
     at: float  # when this content was first seen
 
 
+NewEvent = tuple[str, str | None, float, dict[str, Any]]
+"""An event to append: (kind, server, at, detail)."""
+
+
 class Registry(Protocol):
     """Storage for port leases, server catalogs and events. Implementations make each call atomic."""
 
@@ -40,6 +45,7 @@ class Registry(Protocol):
     def hold(self, port: int, holder: str) -> None: ...
     def release(self, holder: str) -> int | None: ...
     def append(self, kind: str, server: str | None, **detail: Any) -> int: ...
+    def append_many(self, events: Sequence[NewEvent]) -> None: ...
     def events(self, after: int = 0, limit: int = 100, server: str | None = None) -> list[Event]: ...
     def trim_events(self, keep: int) -> int: ...
     def put_listing(self, server: str, listing: Listing) -> None: ...

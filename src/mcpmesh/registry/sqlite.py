@@ -11,14 +11,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from mcpmesh.registry.base import Event, Listing, PortLease
+from mcpmesh.registry.base import Event, Listing, NewEvent, PortLease
 
 SCHEMA_VERSION = 2
 MIGRATIONS = {
@@ -141,6 +141,12 @@ class SqliteRegistry:
                 (time.time(), server, kind, orjson.dumps(detail)),
             )
             return int(cursor.lastrowid or 0)
+
+    def append_many(self, events: Sequence[NewEvent]) -> None:
+        """Several events in one transaction (the audit trail's batches)."""
+        rows = [(at, server, kind, orjson.dumps(detail)) for kind, server, at, detail in events]
+        with self._write() as db:
+            db.executemany("INSERT INTO events (at, server, kind, detail) VALUES (?, ?, ?, ?)", rows)
 
     def events(self, after: int = 0, limit: int = 100, server: str | None = None) -> list[Event]:
         """Events with id > after, oldest first (page with the last id seen)."""
