@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-import anyio
 import uvicorn
 from rich.console import Console
 
@@ -22,7 +21,8 @@ from mcpmesh.backend.remote import safe_url
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.control import control
 from mcpmesh.errors import ConfigError
-from mcpmesh.supervisor import State, Supervisor
+from mcpmesh.progress import show_progress
+from mcpmesh.supervisor import Supervisor
 
 CONTROL_COMMANDS = {
     "restart": "stop a server's processes and start them again (shared sessions stay)",
@@ -226,12 +226,6 @@ def _up(args: argparse.Namespace) -> int:
 
 
 async def _report(supervisor: Supervisor, config: MeshConfig) -> None:
-    with anyio.move_on_after(SETTLE_TIMEOUT):
-        await supervisor.wait_settled()
     host = config.mesh.host if ":" not in config.mesh.host else f"[{config.mesh.host}]"
-    lines = ["", f"mcpmesh {__version__}: {len(supervisor.servers)} server(s)"]
-    for name, server in supervisor.servers.items():
-        mark = {State.HEALTHY: "up    ", State.FAILED: "FAILED"}.get(server.state, server.state.value)
-        lines.append(f"  {mark} {name:<16} http://{host}:{config.mesh.port}/servers/{name}/mcp  ({server.reason})")
-    lines.append(f"  health: http://{host}:{config.mesh.port}/healthz   stop: Ctrl-C")
-    print("\n".join(lines), flush=True)
+    base_url = f"http://{host}:{config.mesh.port}"
+    await show_progress(supervisor, base_url, SETTLE_TIMEOUT, lambda line: print(line, flush=True))
