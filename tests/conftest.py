@@ -84,10 +84,11 @@ async def running_mesh(
     *,
     port: int = 0,
     wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+    settle: bool = True,
     **mesh: Any,
 ) -> AsyncIterator[RunningMesh]:
     """Start a mesh with these servers on a free port (or on `port`, to bring one back where it
-    was); wait until every server settled. `wrap` puts ASGI middleware in front of the app."""
+    was); wait until every server settled (unless `settle=False`). `wrap` puts ASGI middleware in front of the app."""
     mesh.setdefault("state_dir", tempfile.mkdtemp(prefix="mcpmesh-test-"))  # no registry shared between tests
     config = MeshConfig.model_validate({"mesh": {**mesh, "port": port}, "servers": servers})
     app = create_app(config)
@@ -117,7 +118,8 @@ async def running_mesh(
             with anyio.fail_after(60):
                 while not server.started:  # noqa: ASYNC110  # uvicorn offers no startup event
                     await anyio.sleep(0.01)
-                await the_mesh.supervisor.wait_settled()
+                if settle:
+                    await the_mesh.supervisor.wait_settled()
             port = server.servers[0].sockets[0].getsockname()[1]
             yield RunningMesh(the_mesh, f"http://127.0.0.1:{port}", port)
         finally:

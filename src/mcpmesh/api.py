@@ -23,7 +23,13 @@ from mcpmesh.supervisor import ServerBase, SharedServer, State, Supervisor
 MAX_PAGE = 1000
 MAX_CURSOR = 2**63 - 1  # the largest id SQLite stores
 CONTROL_ACTIONS = ("restart", "stop", "start")
-CONSUL_STATUS = {State.HEALTHY: "passing", State.STARTING: "warning", State.RESTARTING: "warning"}
+# Consul's check statuses: passing serves, warning serves with trouble or soon will, critical does not.
+CONSUL_STATUS = {
+    State.HEALTHY: "passing",
+    State.DEGRADED: "warning",
+    State.STARTING: "warning",
+    State.RESTARTING: "warning",
+}
 
 
 class Api:
