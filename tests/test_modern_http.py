@@ -282,7 +282,7 @@ async def test_listen_acknowledges_first_then_carries_only_the_requested_tagged_
     assert all(m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "L1" for m in received)
     with anyio.fail_after(10):
         mux = mesh.mesh.supervisor.servers["iso"].mux  # type: ignore[attr-defined]
-        while mux.listeners or mux.subscribers:  # noqa: ASYNC110  # closing the stream unsubscribes
+        while mux.subscriptions.listeners or mux.subscriptions.by_uri:  # noqa: ASYNC110  # closing the stream unsubscribes
             await anyio.sleep(0.02)
 
 

@@ -50,12 +50,8 @@ from mcpmesh.routing import (
     tool_params_of,
     wants_log,
 )
+from mcpmesh.subscriptions import Subscriptions
 
-LIST_CHANGED_FILTERS = {
-    "toolsListChanged": "tools",
-    "promptsListChanged": "prompts",
-    "resourcesListChanged": "resources",
-}
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
 SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
 UNROUTABLE = -32601  # answered to a server request no single capable client can take
@@ -100,8 +96,7 @@ class Multiplexer:
         self.calls: dict[RequestId, Call] = {}
         self.tokens: dict[Any, Call] = {}
         self.server_requests: dict[RequestId, tuple[RequestId, FrontSession]] = {}
-        self.subscribers: dict[str, set[Subscriber]] = {}
-        self.listeners: set[Listener] = set()
+        self.subscriptions = Subscriptions(request_timeout, self._background_call)
         self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
         self.catalog: dict[str, Listing] = {}  # tools, prompts, resources as last read (shared servers)
         self.on_catalog: Callable[[Listing], None] | None = None  # a list's content changed
@@ -122,8 +117,7 @@ class Multiplexer:
         if self.shared:  # a session-mode spare is not initialized yet: only its client may speak first
             self.spawn(lambda: self.refresh_catalog(upstream, announce=True))
         if self.shared and upstream.era == "legacy":
-            for uri in self.subscribers:
-                self._background_call(upstream, "resources/subscribe", {"uri": uri})
+            self.subscriptions.renew(upstream)
             self._sync_log_level()
 
     def upstream_closed(self, upstream: Upstream, reason: str) -> None:
@@ -201,8 +195,7 @@ class Multiplexer:
                 del self.server_requests[sid]
                 if upstream is not None:
                     self._send_quietly(upstream, error(backend_id, UNROUTABLE, "client session ended"))
-        for uri in list(session.subscriptions):
-            self._unsubscribe(session, uri)
+        self.subscriptions.drop(session, upstream)
         self._sync_log_level()
         if self.on_detach is not None:
             self.on_detach(session)
@@ -267,7 +260,7 @@ class Multiplexer:
             if level not in LOG_LEVELS:
                 return error(request_id, InvalidParams.code, f"Invalid params: unknown log level {level!r}")
             session.log_level = level
-            self._sync_log_level()
+            await self._apply_log_level()
             return result(request_id, {})
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(session, msg)
@@ -282,61 +275,25 @@ class Multiplexer:
             text = "resource subscriptions to 2026-07-28 servers are not bridged yet"
             return error(request_id, MethodNotFound.code, text)
         if msg["method"] == "resources/unsubscribe":
-            self._unsubscribe(session, uri)
+            self.subscriptions.unsubscribe(session, uri, upstream)
             return result(request_id, {})
-        refused = await self._subscribe(session, uri, upstream)
+        refused = await self.subscriptions.subscribe(session, uri, upstream)
         if refused is not None:
             return {"jsonrpc": "2.0", "id": request_id, "error": refused}
         return result(request_id, {})
 
-    async def _subscribe(self, subscriber: Subscriber, uri: str, upstream: Upstream) -> Any:
-        """Count one more subscriber of uri; the first one subscribes the server. The server's
-        error, if it refused, else None."""
-        holders = self.subscribers.get(uri)
-        if holders is None:
-            holders = self.subscribers[uri] = set()
-            reply = await upstream.call("resources/subscribe", {"uri": uri}, self.request_timeout)
-            if "error" in reply:
-                if not holders:
-                    self.subscribers.pop(uri, None)
-                return reply["error"]
-        holders.add(subscriber)
-        subscriber.subscriptions.add(uri)
-        return None
-
-    def _unsubscribe(self, subscriber: Subscriber, uri: str) -> None:
-        subscriber.subscriptions.discard(uri)
-        holders = self.subscribers.get(uri)
-        if holders is None or subscriber not in holders:
-            return
-        holders.discard(subscriber)
-        if not holders:
-            del self.subscribers[uri]
-            if self.upstream is not None and self.upstream.era == "legacy":
-                self._background_call(self.upstream, "resources/unsubscribe", {"uri": uri})
-
     # -- 2026-07-28 subscriptions/listen ------------------------------------------------------
     async def listen(self, listener: Listener, wanted: dict[str, Any]) -> dict[str, Any]:
         """Register a listen stream; return the subset of `wanted` that will be honoured."""
-        upstream = await self.ready_upstream()
-        honoured: dict[str, Any] = {}
-        if upstream.era != "legacy":
-            return honoured  # a 2026 server's own listen stream is not bridged yet
-        caps = upstream.capabilities
-        for key, capability in LIST_CHANGED_FILTERS.items():
-            if wanted.get(key) is True and capability in caps:
-                honoured[key] = True
-                listener.methods.add(f"notifications/{capability}/list_changed")
-        uris = wanted.get("resourceSubscriptions")
-        resources = caps.get("resources")
-        if isinstance(uris, list) and isinstance(resources, dict) and resources.get("subscribe"):
-            taken = [uri for uri in dict.fromkeys(uris) if isinstance(uri, str)]
-            honoured["resourceSubscriptions"] = [
-                u for u in taken if await self._subscribe(listener, u, upstream) is None
-            ]
-        self.listeners.add(listener)
-        return honoured
+        return await self.subscriptions.listen(listener, wanted, await self.ready_upstream())
 
+    def unlisten(self, listener: Listener) -> None:
+        self.subscriptions.unlisten(listener, self.upstream)
+
+    def end_listeners(self) -> None:
+        self.subscriptions.end_listeners(self.upstream)
+
+    # -- what the server offers ----------------------------------------------------------------
     async def refresh_catalog(self, upstream: Upstream, *, announce: bool, kinds: list[str] | None = None) -> None:
         """Read the server's lists again; a list whose content changed is reported (`on_catalog`) and,
         with `announce`, its list_changed sent to every client that may want it (the server did not
@@ -363,20 +320,7 @@ class Multiplexer:
     def _fan_out_list_changed(self, msg: Message) -> None:
         for session in self.sessions:
             session.notify(msg)
-        for listener in self.listeners:
-            if msg["method"] in listener.methods:
-                listener.notify(msg)
-
-    def end_listeners(self) -> None:
-        """End every listen stream gracefully: a `complete` result to its listen request."""
-        for listener in list(self.listeners):
-            listener.outbox.finish(result(listener.subscription_id, {"resultType": "complete"}))
-            self.unlisten(listener)
-
-    def unlisten(self, listener: Listener) -> None:
-        self.listeners.discard(listener)
-        for uri in list(listener.subscriptions):
-            self._unsubscribe(listener, uri)
+        self.subscriptions.notify_listeners(msg)
 
     async def _forward(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call | Message:
         name_key = NAME_BEARING.get(msg["method"])
@@ -492,7 +436,7 @@ class Multiplexer:
         elif method == "notifications/resources/updated":
             uri = params.get("uri")
             targets: set[Subscriber] | set[FrontSession]
-            targets = self.subscribers.get(uri, set()) if self.shared and isinstance(uri, str) else self.sessions
+            targets = self.subscriptions.holders(uri) if self.shared and isinstance(uri, str) else self.sessions
             for subscriber in targets:
                 subscriber.notify(msg)
         elif method == "notifications/cancelled":
@@ -598,28 +542,44 @@ class Multiplexer:
 
     # -- helpers -----------------------------------------------------------------------------
     def _sync_log_level(self) -> None:
-        """Set the shared server to the most verbose level any session asked for; filter per session."""
+        """Set the shared server to the most verbose level any session asked for (in the background)."""
+        change = self._log_level_change()
+        if change is not None:
+            self._background_call(change[0], "logging/setLevel", {"level": change[1]})
+
+    async def _apply_log_level(self) -> None:
+        """The same, answered before the client's own setLevel is: a notification the server sends
+        while the gateway's request is in flight cannot be attributed, so none may be pending after."""
+        change = self._log_level_change()
+        if change is not None:
+            await self._quiet_call(change[0], "logging/setLevel", {"level": change[1]})
+
+    def _log_level_change(self) -> tuple[Upstream, str] | None:
+        """The level the server should be set to now, if it differs from the last one set; levels are
+        then filtered per session."""
         upstream = self.upstream
         if not self.shared or upstream is None or upstream.era != "legacy" or "logging" not in upstream.capabilities:
-            return
+            return None
         if not self.sessions or (self._backend_log_level is None and not any(s.log_level for s in self.sessions)):
-            return  # nobody is here, or nobody ever asked: leave the server as it is
+            return None  # nobody is here, or nobody ever asked: leave the server as it is
         target = min((s.log_level or "debug" for s in self.sessions), key=LOG_LEVELS.index)
-        if target != self._backend_log_level:
-            self._backend_log_level = target
-            self._background_call(upstream, "logging/setLevel", {"level": target})
+        if target == self._backend_log_level:
+            return None
+        self._backend_log_level = target
+        return upstream, target
 
     def _background_call(self, upstream: Upstream, method: str, params: dict[str, Any]) -> None:
-        async def run() -> None:
-            try:
-                reply = await upstream.call(method, params, self.request_timeout)
-            except Exception as exc:  # the server may be gone; nothing waits for this answer
-                log.info("%s: %s failed: %s", self.server, method, exc)
-                return
-            if "error" in reply:
-                log.info("%s: %s refused: %s", self.server, method, reply["error"])
+        self.spawn(lambda: self._quiet_call(upstream, method, params))
 
-        self.spawn(run)
+    async def _quiet_call(self, upstream: Upstream, method: str, params: dict[str, Any]) -> None:
+        """A request of the gateway's own whose failure is only logged."""
+        try:
+            reply = await upstream.call(method, params, self.request_timeout)
+        except Exception as exc:  # the server may be gone; nothing depends on this answer
+            log.info("%s: %s failed: %s", self.server, method, exc)
+            return
+        if "error" in reply:
+            log.info("%s: %s refused: %s", self.server, method, reply["error"])
 
     def _send_quietly(self, upstream: Upstream, msg: Message) -> None:
         try:
