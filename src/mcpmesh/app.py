@@ -19,6 +19,7 @@ from mcpmesh.api import Api
 from mcpmesh.audit import ToolCallAudit
 from mcpmesh.catalog import difference
 from mcpmesh.config import MeshConfig
+from mcpmesh.dashboard import Dashboard
 from mcpmesh.front.dedicated import allocate_dedicated, dedicated_listeners
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
@@ -121,6 +122,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         Route("/metrics", mesh.metrics.endpoint, methods=["GET"]),
         Route("/servers/{name}/mcp", mcp_endpoint),
         *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats).routes(),
+        *Dashboard().routes(),
     ]
     if sse is not None:
         routes += [
