@@ -239,11 +239,16 @@ def _chromium() -> Any:
 
 
 def _screenshots(page: Page) -> None:
-    """artifacts/dashboard.png as a laptop shows it (1366x768), and dashboard-full.png: the whole page."""
+    """artifacts/dashboard.png as a laptop shows it (1366x768), -dark.png the same in dark mode, and
+    -full.png the whole page."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.until("the chart", lambda: page.count("#chart svg .line.p50") > 0)
     page.driver.execute_script("window.scrollTo(0, 0)")
     assert page.driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    dark = {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    page.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
+    assert page.driver.save_screenshot(str(ARTIFACTS / "dashboard-dark.png"))
+    page.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     height = page.driver.execute_script("return document.documentElement.scrollHeight")
     page.driver.set_window_size(1366, max(768, int(height) + 140))  # + the browser's own frame
     assert page.driver.save_screenshot(str(ARTIFACTS / "dashboard-full.png"))
