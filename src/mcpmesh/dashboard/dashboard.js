@@ -543,7 +543,7 @@ function renderPorts() {
 function niceCeiling(value) {
   if (value <= 0) return 0.001;
   const exponent = Math.pow(10, Math.floor(Math.log10(value)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (value <= m * exponent) return m * exponent;
+  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (value <= m * exponent) return m * exponent;
   return 10 * exponent;
 }
 
