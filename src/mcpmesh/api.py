@@ -18,6 +18,7 @@ from mcpmesh.front.session import SessionStore
 from mcpmesh.openapi import OPENAPI
 from mcpmesh.registry.base import Registry
 from mcpmesh.registry.ports import PortPool
+from mcpmesh.stats import RECENT, STEP, WINDOW, TrafficStats
 from mcpmesh.supervisor import ServerBase, SharedServer, State, Supervisor
 
 MAX_PAGE = 1000
@@ -33,11 +34,14 @@ CONSUL_STATUS = {
 
 
 class Api:
-    def __init__(self, supervisor: Supervisor, store: SessionStore, registry: Registry, pool: PortPool):
+    def __init__(
+        self, supervisor: Supervisor, store: SessionStore, registry: Registry, pool: PortPool, stats: TrafficStats
+    ):
         self.supervisor = supervisor
         self.store = store
         self.registry = registry
         self.pool = pool
+        self.stats = stats
 
     def routes(self) -> list[Route]:
         return [
@@ -49,6 +53,7 @@ class Api:
             Route("/v1/health/service/{name}", self.consul_health, methods=["GET"]),
             Route("/v1/events", self.list_events, methods=["GET"]),
             Route("/v1/ports", self.list_ports, methods=["GET"]),
+            Route("/v1/stats", self.traffic, methods=["GET"]),
             Route("/v1/openapi.json", self.openapi, methods=["GET"]),
         ]
 
@@ -159,6 +164,11 @@ class Api:
         ]
         foreign = [{"port": port, "holder": who, "state": "foreign"} for port, who in sorted(self.pool.foreign.items())]
         return json_response({"range": str(self.pool.span), "size": size, "used": used, "ports": leases + foreign})
+
+    async def traffic(self, request: Request) -> Response:
+        """Each server's recent calls: rate, error rate and p50/p99 now, and a series to draw."""
+        servers = {name: self.stats.summary(name) for name in self.supervisor.servers}
+        return json_response({"window": WINDOW, "step": STEP, "recent": RECENT, "servers": servers})
 
     # -- Consul's shape ----------------------------------------------------------------------
     async def consul_services(self, request: Request) -> Response:

@@ -19,6 +19,7 @@ from mcpmesh.api import Api
 from mcpmesh.audit import ToolCallAudit
 from mcpmesh.catalog import difference
 from mcpmesh.config import MeshConfig
+from mcpmesh.dashboard import Dashboard
 from mcpmesh.front.dedicated import allocate_dedicated, dedicated_listeners
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
@@ -30,6 +31,7 @@ from mcpmesh.redact import Redactor
 from mcpmesh.registry.base import Listing
 from mcpmesh.registry.ports import PortPool
 from mcpmesh.registry.sqlite import SqliteRegistry
+from mcpmesh.stats import TrafficStats
 from mcpmesh.supervisor import State, Supervisor
 
 OnStarted = Callable[[Supervisor], Awaitable[None]]
@@ -51,6 +53,7 @@ class Mesh:
         self.redact = Redactor.from_config(config)
         self.metrics = MeshMetrics(self.supervisor, self.store, self.pool)
         self.audit = ToolCallAudit(self.registry, settings.event_retention)
+        self.stats = TrafficStats(self.supervisor.servers)
         self.store.on_event = self._session_event
         self.instance = secrets.token_hex(6)  # tells this mesh from another one answering on a port
         self.dedicated: dict[str, uvicorn.Server] = {}  # the listener on each server's own port
@@ -58,7 +61,7 @@ class Mesh:
             server.record = functools.partial(self.registry.append, server=name)
             server.save_listing = functools.partial(self._save_listing, name)
             server.redact = self.redact
-            server.observers += [self.metrics, self.audit]
+            server.observers += [self.metrics, self.audit, self.stats]
 
     def _save_listing(self, server: str, listing: Listing) -> None:
         """Keep a list whose content differs from what the registry holds, and say what changed."""
@@ -118,7 +121,8 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", mesh.metrics.endpoint, methods=["GET"]),
         Route("/servers/{name}/mcp", mcp_endpoint),
-        *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool).routes(),
+        *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats).routes(),
+        *Dashboard().routes(),
     ]
     if sse is not None:
         routes += [

@@ -162,6 +162,30 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/stats": {
+            "get": {
+                "operationId": "getStats",
+                "description": "Each server's calls that ended recently, counted per second: over the last `recent` "
+                "seconds the request rate, the error rate (JSON-RPC errors, time-outs and exits mid-call; tool "
+                "errors, cancellations and ended sessions are not errors) and p50/p99 latency; and a series of "
+                "`step`-second points over the last `window` seconds. Latencies are in seconds, read from bins "
+                "about 19 % wide (never above the slowest call); null when no call ended.",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["window", "step", "recent", "servers"],
+                            "properties": {
+                                "window": {"type": "integer"},
+                                "step": {"type": "integer"},
+                                "recent": {"type": "integer"},
+                                "servers": {"type": "object", "additionalProperties": _ref("ServerStats")},
+                            },
+                        }
+                    )
+                },
+            }
+        },
         "/v1/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},
     },
     "components": {
@@ -273,6 +297,31 @@ OPENAPI: dict[str, Any] = {
                     "holder": {"type": "string"},
                     "state": {"type": "string", "enum": ["held", "released", "foreign"]},
                     "since": {"type": "number"},
+                },
+            },
+            "ServerStats": {
+                "type": "object",
+                "required": ["requests", "rate", "errors", "error_rate", "p50", "p99", "in_flight", "series"],
+                "properties": {
+                    "requests": {"type": "integer", "description": "calls that ended in the last `recent` seconds"},
+                    "rate": {"type": "number", "description": "requests per second over the last `recent` seconds"},
+                    "errors": {"type": "integer"},
+                    "error_rate": {**_nullable("number"), "description": "errors / requests"},
+                    "p50": _nullable("number"),
+                    "p99": _nullable("number"),
+                    "in_flight": {"type": "integer"},
+                    "series": {"type": "array", "items": _ref("StatsPoint")},
+                },
+            },
+            "StatsPoint": {
+                "type": "object",
+                "required": ["at", "requests", "errors", "p50", "p99"],
+                "properties": {
+                    "at": {"type": "integer", "description": "the point's first second (Unix time)"},
+                    "requests": {"type": "integer"},
+                    "errors": {"type": "integer"},
+                    "p50": _nullable("number"),
+                    "p99": _nullable("number"),
                 },
             },
             "ConsulHealthEntry": {

@@ -28,7 +28,9 @@ class HostOriginGuard:
     """Refuse a foreign Host with 421 and a foreign Origin with 403, before any MCP processing.
 
     Loopback names are always allowed; so is the address we are bound to when it is a specific
-    one. `allowed_hosts` / `allowed_origins` add names; `"*"` in either turns that check off.
+    one. `allowed_hosts` / `allowed_origins` add names; `"*"` in either turns that check off. An
+    Origin naming exactly the allowed Host the request came to is the mesh's own page (the
+    dashboard's buttons) and passes too.
     """
 
     def __init__(self, app: ASGIApp, bind_host: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]):
@@ -60,15 +62,21 @@ class HostOriginGuard:
                 origin = value.decode("latin-1")
         if not self.any_host and (host is None or _hostname(host) not in self.hosts):
             raise MisdirectedHost(f"Misdirected Request: Host {host!r} is not served here")
-        if origin is not None and not self.any_origin and not self._origin_allowed(origin):
+        if origin is not None and not self.any_origin and not self._origin_allowed(origin, host):
             raise ForbiddenOrigin(f"Forbidden: Origin {origin!r} is not allowed")
 
-    def _origin_allowed(self, origin: str) -> bool:
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
         origin = origin.rstrip("/").lower()
         if origin in self.origins:
             return True
         parts = urlsplit(origin)
-        return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_NAMES
+        if parts.scheme not in ("http", "https"):
+            return False
+        if not self.any_host and host is not None and parts.netloc == host.strip().lower():
+            # Same origin as a Host on the allow-list: a page this mesh served (the dashboard). Not
+            # when any Host passes: a DNS-rebinding page would be "same origin" too.
+            return True
+        return (parts.hostname or "") in LOOPBACK_NAMES
 
 
 def check_post_headers(request: Request) -> None:
