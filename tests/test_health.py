@@ -113,3 +113,20 @@ async def test_the_circuit_opens_on_timeouts_refuses_at_once_and_closes_after_a_
             assert described["circuit"] == {"state": "closed", "failures": 0, "refused": 1}
         log = [e["detail"]["circuit"] for e in await events(mesh, "slow") if e["kind"] == "circuit_changed"]
         assert log == ["open", "half_open", "open", "half_open", "closed"]
+
+
+async def test_a_session_mode_process_that_stops_answering_is_stopped_and_its_session_ended() -> None:
+    servers = {"solo": {**fixture_server("faulty_server.py"), **FAST, "sharing": "session", "request_timeout": 30}}
+    async with running_mesh(servers) as mesh:
+        server = mesh.mesh.supervisor.servers["solo"]
+        async with mcp.Client(mesh.url("solo"), mode="legacy") as client:
+            with pytest.raises(mcp.MCPError, match="exited with this request in flight"):
+                await client.call_tool("freeze", {})  # this session's own process stops answering
+            with pytest.raises(mcp.MCPError):
+                await client.call_tool("echo", {"text": "x"})  # its session ended with the process
+        unhealthy = [e for e in await events(mesh, "solo") if e["kind"] == "process_unhealthy"]
+        assert len(unhealthy) == 1 and unhealthy[0]["detail"]["reason"] == "no answer to ping within 0.2s, 2 in a row"
+        assert server.state == State.HEALTHY  # one process failing is not the server failing
+        async with mcp.Client(mesh.url("solo"), mode="legacy") as client:
+            reply = await client.call_tool("echo", {"text": "fresh"})  # a new session, a new process
+            assert reply.content[0].text == "fresh"  # type: ignore[union-attr]

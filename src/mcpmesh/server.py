@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -16,10 +16,10 @@ import anyio.abc
 
 from mcpmesh.backend.connection import Connection
 from mcpmesh.backend.remote import RemoteConnection
-from mcpmesh.backend.upstream import Traffic, Upstream
+from mcpmesh.backend.upstream import GATEWAY_INFO, Traffic, Upstream, modern_meta
 from mcpmesh.breaker import CircuitBreaker
 from mcpmesh.config import ServerConfig
-from mcpmesh.errors import MeshError
+from mcpmesh.errors import BackendTimeout, MeshError
 from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, negotiate_version, params_of
 from mcpmesh.linelog import LineLog
@@ -29,6 +29,7 @@ from mcpmesh.router import Multiplexer
 from mcpmesh.routing import Call, CallObserver
 
 EXIT_READ_GRACE = 1.0  # after exit, stdout already written is still delivered for this long
+UNHEALTHY_AFTER = 2  # probes missed in a row before a live process is stopped
 
 log = logging.getLogger("mcpmesh.supervisor")
 
@@ -217,3 +218,29 @@ def ended_reason(child: Connection) -> str:
     """Why a server's connection is gone, for the errors of the requests still in flight on it."""
     code = child.returncode
     return child.describe_exit(code) if code is not None else "stopped"
+
+
+async def probes(upstream: Upstream, interval: float, timeout: float) -> AsyncIterator[int]:  # noqa: ASYNC109  # bounds each probe's exchange
+    """Ask the process over MCP at every interval (`ping`, or `server/discover` for a 2026-07-28
+    server; any answer, even an error, means it is serving) and yield how many probes in a row went
+    unanswered: 0 after an answer. Ends when the process is gone."""
+    method = probe_method(upstream)
+    params: dict[str, Any] = {"_meta": modern_meta({}, GATEWAY_INFO)} if upstream.era == "modern" else {}
+    misses = 0
+    while True:
+        await anyio.sleep(interval)
+        if upstream.closed:
+            return
+        try:
+            await upstream.call(method, params, timeout)
+        except BackendTimeout:
+            misses += 1
+        except MeshError:
+            return  # the process is gone; whoever runs it handles its exit
+        else:
+            misses = 0
+        yield misses
+
+
+def probe_method(upstream: Upstream) -> str:
+    return "server/discover" if upstream.era == "modern" else "ping"

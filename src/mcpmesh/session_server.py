@@ -18,7 +18,7 @@ from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, params_of, result
 from mcpmesh.router import Multiplexer
 from mcpmesh.routing import Call
-from mcpmesh.server import EXIT_READ_GRACE, ServerBase, State, ended_reason
+from mcpmesh.server import EXIT_READ_GRACE, UNHEALTHY_AFTER, ServerBase, State, ended_reason, log, probe_method, probes
 
 
 class Spare:
@@ -118,13 +118,29 @@ class PerSessionServer(ServerBase):
 
     async def _lifetime(self, child: Connection, upstream: Upstream, mux: Multiplexer, probed: anyio.Event) -> None:
         self.processes.add(child)
+
+        async def ready() -> None:
+            await probed.wait()
+            self.spawn(lambda: self._watch(child, upstream))
+
         try:
-            reason = await self._serve_until_exit(child, upstream, probed.wait)
+            reason = await self._serve_until_exit(child, upstream, ready)
         finally:
             self.processes.discard(child)
             mux.upstream_closed(upstream, ended_reason(child))
         for session in list(mux.sessions):
             self.store.close(session, f"server process {reason}")
+
+    async def _watch(self, child: Connection, upstream: Upstream) -> None:
+        """Probe one of its processes (a spare, a session's, a request's); stop it when it stops
+        answering: its session then ends, and the client starts a new one on a fresh process."""
+        async for misses in probes(upstream, self.config.health_interval, self.config.health_timeout):
+            if misses >= UNHEALTHY_AFTER:
+                why = f"no answer to {probe_method(upstream)} within {self.config.health_timeout:g}s, {misses} in a row"
+                log.warning("%s: process %s is unhealthy (%s): stopping it", self.name, child.pid, why)
+                self.record("process_unhealthy", pid=child.pid, reason=why)
+                await child.stop()
+                return
 
     async def open_session(self, msg: Message, relay_to: Outbox | None = None) -> tuple[FrontSession, Call | Message]:
         session_id = self.store.new_id()

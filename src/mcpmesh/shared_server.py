@@ -5,23 +5,20 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import Any
 
 import anyio
 import anyio.abc
 
 from mcpmesh.backend.connection import Connection
-from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
+from mcpmesh.backend.upstream import Upstream
 from mcpmesh.breaker import Circuit, CircuitBreaker
 from mcpmesh.config import ServerConfig
-from mcpmesh.errors import BackendTimeout, MeshError
+from mcpmesh.errors import MeshError
 from mcpmesh.front.session import FrontSession, Outbox, SessionStore
 from mcpmesh.jsonrpc import Message, params_of, result
 from mcpmesh.router import Multiplexer
 from mcpmesh.routing import Call
-from mcpmesh.server import ServerBase, State, ended_reason
-
-UNHEALTHY_AFTER = 2  # probes missed in a row before a live process is restarted
+from mcpmesh.server import UNHEALTHY_AFTER, ServerBase, State, ended_reason, probe_method, probes
 
 
 class SharedServer(ServerBase):
@@ -116,35 +113,26 @@ class SharedServer(ServerBase):
             self.set_state(State.HEALTHY, f"circuit closed: {why}")
 
     async def _probe(self, child: Connection, upstream: Upstream) -> None:
-        """Ask the live process over MCP at every interval; restart it when it stops answering."""
-        method = "ping" if upstream.era == "legacy" else "server/discover"
-        params: dict[str, Any] = {} if upstream.era == "legacy" else {"_meta": modern_meta({}, GATEWAY_INFO)}
-        misses = 0
-        while True:
-            await anyio.sleep(self.config.health_interval)
-            if upstream.closed or upstream is not self.mux.upstream:
+        """Watch the live process over MCP; restart it when it stops answering."""
+        why = f"no answer to {probe_method(upstream)} within {self.config.health_timeout:g}s"
+        was_missing = False
+        async for misses in probes(upstream, self.config.health_interval, self.config.health_timeout):
+            if upstream is not self.mux.upstream:
                 return
-            try:
-                await upstream.call(method, params, self.config.health_timeout)  # any answer means alive
-            except BackendTimeout:
-                misses += 1
-            except MeshError:
-                return  # the process is gone; its exit is handled by the run loop
-            else:
+            if misses == 0:
                 circuit = self.circuit
-                if misses and (circuit is None or circuit.state == Circuit.CLOSED):
-                    self.set_state(State.HEALTHY, f"answered {method} again")
-                misses = 0
+                if was_missing and (circuit is None or circuit.state == Circuit.CLOSED):
+                    self.set_state(State.HEALTHY, f"answered {probe_method(upstream)} again")
+                was_missing = False
                 await self.mux.refresh_catalog(upstream, announce=True)  # a change the server did not announce
-                continue
-            why = f"no answer to {method} within {self.config.health_timeout:g}s"
-            if misses < UNHEALTHY_AFTER:
+            elif misses < UNHEALTHY_AFTER:
+                was_missing = True
                 self.set_state(State.DEGRADED, why)
-                continue
-            self.set_state(State.UNHEALTHY, f"{why}, {misses} probes in a row: restarting it")
-            self._restart_cause = "unhealthy"
-            await child.stop()
-            return
+            else:
+                self.set_state(State.UNHEALTHY, f"{why}, {misses} probes in a row: restarting it")
+                self._restart_cause = "unhealthy"
+                await child.stop()
+                return
 
     async def open_session(self, msg: Message, relay_to: Outbox | None = None) -> tuple[FrontSession, Call | Message]:
         session_id = self.store.new_id()
