@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -32,7 +33,9 @@ class Outbox:
 
     def __init__(self) -> None:
         self._items: deque[Message] = deque()
-        self._wakeup = anyio.Event()
+        # asyncio's own Event, not anyio's: there is one per request, and anyio.Event() asks which
+        # async library runs (a getpid() syscall on 3.11) each time; the gateway runs on asyncio only.
+        self._wakeup = asyncio.Event()
         self.closed = False
         self.dropped = 0
 
@@ -67,7 +70,7 @@ class Outbox:
         while not self._items:
             if self.closed:
                 return None
-            self._wakeup = anyio.Event()
+            self._wakeup.clear()
             await self._wakeup.wait()
         return self._items.popleft()
 

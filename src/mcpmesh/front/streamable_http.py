@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -119,8 +119,14 @@ class StreamableHttpEndpoint:
             return json_response(reply)
         outbox = reply.outbox
         first: Message | None = None
-        with anyio.move_on_after(self.settings.keepalive_interval):
-            first = await outbox.get()
+        try:
+            # asyncio's timeout, not anyio's cancel scope: this runs for every request, and each
+            # scope costs a getpid() syscall on 3.11 (backend detection); same semantics here.
+            async with asyncio.timeout(self.settings.keepalive_interval):
+                first = await outbox.get()
+        except TimeoutError:
+            pass  # nothing yet: stream what comes, with keep-alives
+        else:
             if first is None:  # the stream ended without a response (session closed under it)
                 return json_response(error(reply.client_id, ENDED_WITHOUT_REPLY, "request ended without a response"))
             if lone_response(first, outbox):
