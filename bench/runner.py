@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--baseline",
-        metavar="REF",
-        help="also run mcpmesh shared as of this git ref (e.g. main), interleaved with the working tree: an A/B",
+        metavar="REF[,REF...]",
+        help="also run mcpmesh shared as of these git refs (e.g. main), interleaved with the rest: an A/B "
+        "(--only none --baseline A,B compares two commits without the working tree)",
     )
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png of an earlier run's JSON")
     ap.add_argument("--readme", action="store_true", help="with --render: put that table into bench/README.md")
@@ -234,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench.variants import TUNINGS
 
         contenders.append(Mcpmesh("shared", ",".join(TUNINGS) if tunings == "all" else tunings))
-    if args.baseline:
-        contenders.append(Mcpmesh("shared", baseline=(args.baseline, export_src(args.baseline))))
+    for ref in filter(None, (args.baseline or "").split(",")):
+        contenders.append(Mcpmesh("shared", baseline=(ref, export_src(ref))))
     skipped: dict[str, str] = {}
     for c in list(contenders):
         why = c.available()
