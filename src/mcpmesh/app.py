@@ -20,7 +20,7 @@ from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
 from mcpmesh.front.security import HostOriginGuard
 from mcpmesh.front.session import FrontSession, SessionStore
-from mcpmesh.front.streamable_http import StreamableHttpEndpoint
+from mcpmesh.front.streamable_http import McpRoute, StreamableHttpEndpoint
 from mcpmesh.registry.ports import PortPool
 from mcpmesh.registry.sqlite import SqliteRegistry
 from mcpmesh.supervisor import State, Supervisor
@@ -90,7 +90,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/servers/{name}/mcp", mcp_endpoint),
+        Route("/servers/{name}/mcp", mcp_endpoint),  # served by McpRoute unless mounted under a root_path
         *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool).routes(),
     ]
     if sse is not None:
@@ -106,7 +106,8 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
                 bind_host=settings.host,
                 allowed_hosts=settings.allowed_hosts,
                 allowed_origins=settings.allowed_origins,
-            )
+            ),
+            Middleware(McpRoute, endpoint=mcp_endpoint),  # inside the guard: the checks still apply
         ],
         lifespan=lifespan,
     )
