@@ -28,6 +28,7 @@ SIGTERM_GRACE = 2.0  # time to clean up after SIGTERM before the group is killed
 READ_CHUNK = 256 * 1024  # large reads keep multi-MiB tool results cheap to assemble
 STDERR_LINE_CAP = 64 * 1024  # a stderr line longer than this is truncated, never buffered whole
 STDERR_TAIL_LINES = 200
+HELD_WRITES_CAP = 64 * 1024  # stdin bytes held back to join one write; asyncio's high-water mark
 
 log = logging.getLogger("mcpmesh.process")
 
@@ -72,6 +73,9 @@ class ChildProcess:
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.dropped: Counter[str] = Counter()  # stdout lines discarded, by reason
         self._server_log = logging.getLogger(f"mcpmesh.server.{name}")
+        self._loop = asyncio.get_running_loop()
+        self._later: list[bytes] | None = None  # lines written after the first in this turn of the loop
+        self._later_bytes = 0
         self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr())
 
     @classmethod
@@ -110,11 +114,37 @@ class ChildProcess:
         return self.proc.returncode
 
     def write(self, data: bytes) -> None:
-        """Queue one framed line for the child's stdin (never blocks; see `drain`)."""
+        """Queue one framed line for the child's stdin (never blocks; see `drain`).
+
+        The first line in a turn of the event loop is written at once; lines written after it in
+        the same turn (many clients' requests arrive together under load) go out together in one
+        `writev` at the end of the turn: one syscall instead of one per request, and no delay for
+        a request that comes alone.
+        """
         stdin = self.proc.stdin
         if stdin is None or stdin.is_closing():
             raise BrokenPipeError(f"{self.name}: stdin is closed")
-        stdin.write(data)
+        if self._later is None:
+            stdin.write(data)
+            self._later = []
+            self._later_bytes = 0
+            self._loop.call_soon(self._end_turn)
+        else:
+            self._later.append(data)
+            self._later_bytes += len(data)
+            if self._later_bytes >= HELD_WRITES_CAP:  # flow control (`drain`) must see big writes
+                self._flush()
+
+    def _flush(self) -> None:
+        later, self._later = self._later, []
+        self._later_bytes = 0
+        stdin = self.proc.stdin
+        if later and stdin is not None and not stdin.is_closing():
+            stdin.writelines(later)
+
+    def _end_turn(self) -> None:
+        self._flush()
+        self._later = None
 
     async def drain(self) -> None:
         if self.proc.stdin is not None:
