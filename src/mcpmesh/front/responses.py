@@ -89,9 +89,9 @@ async def sse_events(
         if first is not None:
             yield sse_event(first)
         while True:
-            with anyio.move_on_after(keepalive) as idle:
-                msg = await outbox.get()
-            if idle.cancelled_caught:
+            try:
+                msg = await outbox.get(timeout=keepalive)
+            except TimeoutError:
                 yield SSE_KEEPALIVE
                 continue
             if msg is None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -125,10 +124,7 @@ class StreamableHttpEndpoint:
         outbox = reply.outbox
         first: Message | None = None
         try:
-            # asyncio's timeout, not anyio's cancel scope: this runs for every request, and each
-            # scope costs a getpid() syscall on 3.11 (backend detection); same semantics here.
-            async with asyncio.timeout(self.settings.keepalive_interval):
-                first = await outbox.get()
+            first = await outbox.get(timeout=self.settings.keepalive_interval)
         except TimeoutError:
             pass  # nothing yet: stream what comes, with keep-alives
         else:
