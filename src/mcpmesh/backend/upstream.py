@@ -52,6 +52,9 @@ class Upstream:
     def __init__(self, child: Connection, handler: MessageHandler):
         self.child = child
         self.handler = handler
+        # The loop its requests run on, looked up once: asyncio.get_running_loop() costs a getpid()
+        # syscall on 3.11, and the router sets a timer on it for every request.
+        self.loop = asyncio.get_running_loop()
         self.name = child.name
         self.era: Era | None = None
         self.server_result: Message = {}  # InitializeResult (legacy) or DiscoverResult (modern)
