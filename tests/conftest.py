@@ -19,7 +19,6 @@ from starlette.types import ASGIApp
 
 from mcpmesh.app import Mesh, create_app
 from mcpmesh.config import MeshConfig
-from mcpmesh.front.protocol import MeshHttpProtocol
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -100,7 +99,6 @@ async def running_mesh(
             lifespan="on",
             log_level="warning",
             access_log=False,
-            http=MeshHttpProtocol,  # what `mcpmesh up` serves with
             timeout_graceful_shutdown=1,
         )
     )

@@ -23,7 +23,6 @@ from mcpmesh.app import create_app
 from mcpmesh.backend.remote import safe_url
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError
-from mcpmesh.front.protocol import MeshHttpProtocol
 from mcpmesh.supervisor import State, Supervisor
 
 SETTLE_TIMEOUT = 120.0  # how long `up` waits for every server before printing where things stand
@@ -156,7 +155,6 @@ def _up(args: argparse.Namespace) -> int:
             port=config.mesh.port,
             log_level=args.log_level,
             access_log=False,
-            http=MeshHttpProtocol,
             lifespan="on",
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
         )

@@ -19,7 +19,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpmesh.config import MeshSettings
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
-from mcpmesh.front.protocol import MeshHttpProtocol
 from mcpmesh.front.security import HostOriginGuard
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
 from mcpmesh.registry.base import Registry
@@ -111,9 +110,7 @@ async def dedicated_listeners(
         async with anyio.create_task_group() as tg:
             for name, sock in sockets.items():
                 app = dedicated_app(name, mcp, sse, settings)
-                config = uvicorn.Config(
-                    app, log_level="warning", lifespan="off", access_log=False, http=MeshHttpProtocol
-                )
+                config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
                 listener = _QuietServer(config)
                 servers.append(listener)
                 tg.start_soon(listener.serve, [sock])  # our socket: uvicorn would sys.exit on a bind failure
