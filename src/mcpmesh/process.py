@@ -166,6 +166,8 @@ class ChildProcess:
                     discarding = False
                 elif len(buffer) + newline - start > self.max_line_bytes:
                     self._drop("oversize")
+                elif not buffer:  # the usual case, a whole line within one read: one copy, not three
+                    yield chunk[start:newline]
                 else:
                     buffer += chunk[start:newline]
                     yield bytes(buffer)
