@@ -27,7 +27,7 @@ log = logging.getLogger("mcpmesh.session")
 
 class Outbox:
     """Messages waiting for one client stream. Notifications past the cap are dropped; a final
-    response never is, and ends the stream."""
+    response never is, and ends the stream. One reader at a time (the stream that sends them)."""
 
     __slots__ = ("_items", "_waiter", "closed", "dropped")
 
