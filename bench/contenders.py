@@ -113,14 +113,19 @@ class NullHttp(Contender):
 class Mcpmesh(Contender):
     peer = False
 
-    def __init__(self, sharing: str, tunings: str = ""):
+    def __init__(self, sharing: str, tunings: str = "", baseline: tuple[str, Path] | None = None):
         self.sharing = sharing
         self.tunings = tunings  # bench/variants.py: tunings applied from outside src/, for evidence
+        self.baseline = baseline  # (git ref, exported src/ dir): an earlier mcpmesh, for A/B runs
         self.name = f"mcpmesh-{sharing}" + (f"+{tunings}" if tunings else "")
         self.label = f"mcpmesh {sharing}" + (f" +{tunings}" if tunings else "")
         self.per_session_process = sharing == "session"
         if tunings:
             self.note = f"mcpmesh with bench/variants.py tunings: {tunings}"
+        if baseline is not None:
+            self.name += f"@{baseline[0]}"
+            self.label += f" @{baseline[0]}"
+            self.note = f"mcpmesh as of git {baseline[0]} (src/ exported to a temp dir)"
 
     def start(self, run_id: str, log_dir: Path, servers: int = 1) -> Running:
         tmp = tempfile.TemporaryDirectory(prefix="mcpmesh-bench-")
@@ -148,6 +153,10 @@ class Mcpmesh(Contender):
         mesh = [str(Path(sys.executable).parent / "mcpmesh")]
         if self.tunings:
             mesh = [sys.executable, "-m", "bench.variants", self.tunings]
+        elif self.baseline is not None:  # the exported tree comes first on sys.path, before the editable install
+            src = str(self.baseline[1])
+            boot = f"import sys; sys.path.insert(0, {src!r}); from mcpmesh.cli import main; sys.exit(main())"
+            mesh = [sys.executable, "-c", boot]
         argv = [*mesh, "up", "--config", str(cfg), "--log-level", "warning"]
         proc = procs.start(f"{self.name}-{servers}", argv, run_id, log_dir, cwd=ROOT)
         base = f"http://127.0.0.1:{port}"

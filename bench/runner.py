@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import datetime as dt
 import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -176,6 +179,15 @@ def render(path: Path, readme: bool = False) -> int:
     return 0
 
 
+def export_src(ref: str) -> Path:
+    """src/ as of a git ref, in a temp dir that lives as long as this run."""
+    where = Path(tempfile.mkdtemp(prefix="mcpmesh-baseline-"))
+    atexit.register(shutil.rmtree, where, True)
+    archive = subprocess.run(["git", "archive", ref, "src"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return where / "src"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="one short round of everything (under 2 minutes)")
@@ -191,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="TUNINGS",
         help="also run mcpmesh shared with these tunings from bench/variants.py (each: a,b,...; 'all')",
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="REF[,REF...]",
+        help="also run mcpmesh shared as of these git refs (e.g. main), interleaved with the rest: an A/B "
+        "(--only none --baseline A,B compares two commits without the working tree)",
     )
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png of an earlier run's JSON")
     ap.add_argument("--readme", action="store_true", help="with --render: put that table into bench/README.md")
@@ -217,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench.variants import TUNINGS
 
         contenders.append(Mcpmesh("shared", ",".join(TUNINGS) if tunings == "all" else tunings))
+    for ref in filter(None, (args.baseline or "").split(",")):
+        contenders.append(Mcpmesh("shared", baseline=(ref, export_src(ref))))
     skipped: dict[str, str] = {}
     for c in list(contenders):
         why = c.available()

@@ -1,6 +1,8 @@
 """mcpmesh with one or more tunings applied at start-up, from outside its source: the evidence behind
 the profile's suggestions (`python -m bench --variants gc,asyncio-event,...`). Never a contender by
-default; src/ is not touched.
+default; src/ is not touched. `gc` and `asyncio-event` have since been made in src/ (the Outbox now
+waits on a bare future), so on the current tree they change nothing; to see their effect again,
+compare refs with `python -m bench.ab`.
 
   python -m bench.variants TUNING[,TUNING...] up --config FILE ...   (the rest as for `mcpmesh`)
 

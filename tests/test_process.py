@@ -263,6 +263,28 @@ async def test_a_large_line_within_the_limit_is_assembled_intact_from_many_reads
         assert not child.dropped
 
 
+# -- stdin -------------------------------------------------------------------------------------
+async def test_lines_written_in_one_turn_reach_the_child_whole_and_in_order() -> None:
+    """Lines after the first in a turn of the loop are held and joined; none is lost or reordered,
+    small or past the hold cap, and lines written in a later turn follow them."""
+    sizes = [10, 20, 70_000, 5, 200_000, 1, 30]  # two past HELD_WRITES_CAP: flushed early
+    sent = [(b"%d:" % i) + b"x" * n for i, n in enumerate(sizes)]
+    echo = "import sys\nfor line in sys.stdin.buffer: sys.stdout.buffer.write(line); sys.stdout.buffer.flush()"
+    async with spawned(script(echo), max_line_bytes=MiB) as child:
+        for line in sent:
+            child.write(line + b"\n")  # all in one turn: no await in between
+        await child.drain()
+        await anyio.sleep(0.01)  # a later turn of the loop
+        child.write(b"later\n")
+        await child.drain()
+        lines = child.lines()
+        got = []
+        with anyio.fail_after(10):
+            while len(got) < len(sent) + 1:
+                got.append(await anext(lines))
+        assert got == [*sent, b"later"]
+
+
 # -- environment ---------------------------------------------------------------------------------
 async def test_child_gets_the_allow_list_and_configured_variables_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCPMESH_TEST_NOT_LISTED", "must not leak")

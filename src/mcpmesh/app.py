@@ -25,7 +25,7 @@ from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
 from mcpmesh.front.security import HostOriginGuard
 from mcpmesh.front.session import FrontSession, SessionStore
-from mcpmesh.front.streamable_http import StreamableHttpEndpoint
+from mcpmesh.front.streamable_http import McpRoute, StreamableHttpEndpoint
 from mcpmesh.metrics import MeshMetrics
 from mcpmesh.redact import Redactor
 from mcpmesh.registry.base import Listing
@@ -120,7 +120,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", mesh.metrics.endpoint, methods=["GET"]),
-        Route("/servers/{name}/mcp", mcp_endpoint),
+        Route("/servers/{name}/mcp", mcp_endpoint),  # served by McpRoute unless mounted under a root_path
         *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats).routes(),
         *Dashboard().routes(),
     ]
@@ -137,7 +137,8 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
                 bind_host=settings.host,
                 allowed_hosts=settings.allowed_hosts,
                 allowed_origins=settings.allowed_origins,
-            )
+            ),
+            Middleware(McpRoute, endpoint=mcp_endpoint),  # inside the guard: the checks still apply
         ],
         lifespan=lifespan,
     )

@@ -34,6 +34,8 @@ STDERR_LOG_BURST = 200  # a chatty server cannot flood the log; the rest is coun
 
 StderrSink = Callable[[int, str], None]  # (pid, line) for every stderr line, after redaction
 
+HELD_WRITES_CAP = 64 * 1024  # stdin bytes held back to join one write; asyncio's high-water mark
+
 log = logging.getLogger("mcpmesh.process")
 
 
@@ -82,6 +84,9 @@ class ChildProcess:
         self._redact = redact
         self._on_stderr = on_stderr
         self._log_budget = _Budget(STDERR_LOG_RATE, STDERR_LOG_BURST)
+        self._loop = asyncio.get_running_loop()
+        self._later: list[bytes] | None = None  # lines written after the first in this turn of the loop
+        self._later_bytes = 0
         self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr())
 
     @classmethod
@@ -125,11 +130,37 @@ class ChildProcess:
         return self.proc.returncode
 
     def write(self, data: bytes) -> None:
-        """Queue one framed line for the child's stdin (never blocks; see `drain`)."""
+        """Queue one framed line for the child's stdin (never blocks; see `drain`).
+
+        The first line in a turn of the event loop is written at once; lines written after it in
+        the same turn (many clients' requests arrive together under load) go out together in one
+        `writev` at the end of the turn: one syscall instead of one per request, and no delay for
+        a request that comes alone.
+        """
         stdin = self.proc.stdin
         if stdin is None or stdin.is_closing():
             raise BrokenPipeError(f"{self.name}: stdin is closed")
-        stdin.write(data)
+        if self._later is None:
+            stdin.write(data)
+            self._later = []
+            self._later_bytes = 0
+            self._loop.call_soon(self._end_turn)
+        else:
+            self._later.append(data)
+            self._later_bytes += len(data)
+            if self._later_bytes >= HELD_WRITES_CAP:  # flow control (`drain`) must see big writes
+                self._flush()
+
+    def _flush(self) -> None:
+        later, self._later = self._later, []
+        self._later_bytes = 0
+        stdin = self.proc.stdin
+        if later and stdin is not None and not stdin.is_closing():
+            stdin.writelines(later)
+
+    def _end_turn(self) -> None:
+        self._flush()
+        self._later = None
 
     async def drain(self) -> None:
         if self.proc.stdin is not None:
@@ -151,6 +182,8 @@ class ChildProcess:
                     discarding = False
                 elif len(buffer) + newline - start > self.max_line_bytes:
                     self._drop("oversize")
+                elif not buffer:  # the usual case, a whole line within one read: one copy, not three
+                    yield chunk[start:newline]
                 else:
                     buffer += chunk[start:newline]
                     yield bytes(buffer)

@@ -8,7 +8,6 @@ dropped (and counted), and a server-initiated request that cannot be is answered
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections import Counter
@@ -347,7 +346,7 @@ class Multiplexer:
             strip_envelope(msg)
         self.calls[call.backend_id] = call
         session.inflight[call.client_id] = call
-        call.timer = asyncio.get_running_loop().call_later(self.request_timeout, self._time_out, call)
+        call.timer = upstream.loop.call_later(self.request_timeout, self._time_out, call)
         for observer in self.observers:
             observer.call_started(self.server, call)
         try:

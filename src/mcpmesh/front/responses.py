@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import orjson
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
 from mcpmesh.errors import HttpError, JsonRpcError
 from mcpmesh.front.session import Outbox
@@ -24,8 +24,29 @@ SSE_HEADERS = {
 SSE_KEEPALIVE = b": keep-alive\n\n"
 
 
+class JsonResponse(Response):
+    """A JSON body with its header list built directly: starlette's generic Response (header
+    normalisation, media-type and charset rules, websocket and background handling) took 3.0 µs per
+    answer against 1.1 µs for this, out of ~85 µs of gateway CPU per call. For bodies only: never a
+    1xx, 204 or 304 status, never a content-type or content-length in `headers`."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: Any, status: int = 200, headers: dict[str, str] | None = None):
+        self.status_code = status
+        self.background = None
+        self.body = orjson.dumps(body)
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] if headers else []
+        raw += [(b"content-length", b"%d" % len(self.body)), (b"content-type", b"application/json")]
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+    return JsonResponse(body, status, headers)
 
 
 def http_error(exc: HttpError) -> Response:
@@ -89,9 +110,9 @@ async def sse_events(
         if first is not None:
             yield sse_event(first)
         while True:
-            with anyio.move_on_after(keepalive) as idle:
-                msg = await outbox.get()
-            if idle.cancelled_caught:
+            try:
+                msg = await outbox.get(timeout=keepalive)
+            except TimeoutError:
                 yield SSE_KEEPALIVE
                 continue
             if msg is None:

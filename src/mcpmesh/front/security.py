@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpmesh.errors import BodyTooLarge, ForbiddenOrigin, HttpError, MisdirectedHost, NotAcceptable, UnsupportedMedia
+from mcpmesh.front.request import HttpRequest
 from mcpmesh.front.responses import http_error
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -79,28 +80,49 @@ class HostOriginGuard:
         return (parts.hostname or "") in LOOPBACK_NAMES
 
 
-def check_post_headers(request: Request) -> None:
+def check_post_headers(request: HttpRequest) -> None:
     """A POST must accept both JSON and SSE replies and carry a JSON body (406 / 415)."""
-    if not (accepts(request, "application/json") and accepts(request, "text/event-stream")):
+    if not _POST_ACCEPTS <= _media_types(request.headers.get("accept", "")):
         raise NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMedia("Unsupported Media Type: Content-Type must be application/json")
 
 
-def accepts(request: Request, media_type: str) -> bool:
-    header = request.headers.get("accept", "")
-    return any(part.split(";")[0].strip().lower() == media_type for part in header.split(","))
+def accepts(request: HttpRequest, media_type: str) -> bool:
+    return media_type in _media_types(request.headers.get("accept", ""))
 
 
-async def read_capped_body(request: Request, cap: int) -> bytes:
+_POST_ACCEPTS = frozenset({"application/json", "text/event-stream"})
+
+
+def _media_types(accept: str) -> set[str]:
+    """The media types an Accept header lists, lower-case, without parameters."""
+    return {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+
+
+async def read_capped_body(request: HttpRequest, cap: int) -> bytes:
     """The whole body, or 413 as soon as it is known to exceed the cap (declared or streamed)."""
-    too_large = BodyTooLarge(f"Payload Too Large: request bodies are limited to {cap} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise too_large
-    return bytes(body)
+        raise _too_large(cap)
+    # Straight from receive(): a small body is one message, taken as it is (no generator, no copy).
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise _too_large(cap)
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _too_large(cap: int) -> BodyTooLarge:
+    return BodyTooLarge(f"Payload Too Large: request bodies are limited to {cap} bytes")

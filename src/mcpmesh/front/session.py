@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -27,13 +28,16 @@ log = logging.getLogger("mcpmesh.session")
 
 class Outbox:
     """Messages waiting for one client stream. Notifications past the cap are dropped; a final
-    response never is, and ends the stream."""
+    response never is, and ends the stream. One reader at a time (the stream that sends them)."""
 
-    __slots__ = ("_items", "_wakeup", "closed", "dropped")
+    __slots__ = ("_items", "_waiter", "closed", "dropped")
 
     def __init__(self) -> None:
         self._items: deque[Message] = deque()
-        self._wakeup = anyio.Event()
+        # A bare future, not an anyio or asyncio Event: there is one outbox per request, and
+        # anyio.Event() and asyncio's Event.wait() and timeout() each ask for the running loop (a
+        # getpid() syscall on 3.11), several times per request; the gateway runs on asyncio only.
+        self._waiter: asyncio.Future[bool] | None = None
         self.closed = False
         self.dropped = 0
 
@@ -42,14 +46,14 @@ class Outbox:
             self.dropped += 1
             return False
         self._items.append(msg)
-        self._wakeup.set()
+        self._wake(True)
         return True
 
     def push(self, msg: Message) -> None:
         """Queue a message that must not be dropped (a response), cap or not."""
         if not self.closed:
             self._items.append(msg)
-            self._wakeup.set()
+            self._wake(True)
 
     def finish(self, msg: Message | None = None) -> None:
         """Queue the last message (if any) and close; later puts are dropped."""
@@ -58,19 +62,38 @@ class Outbox:
         if msg is not None:
             self._items.append(msg)
         self.closed = True
-        self._wakeup.set()
+        self._wake(True)
 
     def empty(self) -> bool:
         return not self._items
 
-    async def get(self) -> Message | None:
-        """The next message, or None once closed and drained."""
+    async def get(self, timeout: float | None = None) -> Message | None:  # noqa: ASYNC109  # a timer wakes the wait: nothing is cancelled, so no message can be lost to a timeout
+        """The next message, or None once closed and drained; TimeoutError when `timeout` seconds
+        pass with nothing (messages that come later stay queued)."""
         while not self._items:
             if self.closed:
                 return None
-            self._wakeup = anyio.Event()
-            await self._wakeup.wait()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _settle, waiter, False)
+            try:
+                woken = await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not woken:
+                raise TimeoutError
         return self._items.popleft()
+
+    def _wake(self, woken: bool) -> None:
+        if self._waiter is not None:
+            _settle(self._waiter, woken)
+
+
+def _settle(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 class Relay(Outbox):

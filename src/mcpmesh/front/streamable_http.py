@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpmesh.config import MeshSettings
 from mcpmesh.errors import (
@@ -19,6 +18,7 @@ from mcpmesh.errors import (
     NotAcceptable,
     SessionRequired,
 )
+from mcpmesh.front.request import RawRequest
 from mcpmesh.front.responses import (
     accepted,
     http_error,
@@ -50,14 +50,18 @@ class StreamableHttpEndpoint:
         self.stateless = StatelessEndpoint(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        """As a starlette route (dedicated ports): the server's name is a path parameter."""
+        await self.serve(scope["path_params"]["name"], scope, receive, send)
+
+    async def serve(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        request = RawRequest(scope, receive)
         try:
-            server = self.supervisor.servers.get(request.path_params["name"])
+            server = self.supervisor.servers.get(name)
             version = request.headers.get(VERSION_HEADER)
             if server is None:
                 response = json_response(error(None, -32600, "Not Found: no such server"), 404)
             elif version is not None and version not in LEGACY_VERSIONS:
-                response = await self._stateless(request, server)  # 2026-07-28 (or newer): no session
+                response = await self._stateless(Request(scope, receive), server)  # 2026-07-28 (or newer): no session
             elif request.method == "POST":
                 response = await self._post(request, server)
             elif request.method == "GET":
@@ -79,7 +83,7 @@ class StreamableHttpEndpoint:
         return json_response(error(None, -32600, "Bad Request: this mesh serves handshake-era sessions only"), 400)
 
     # -- POST --------------------------------------------------------------------------------
-    async def _post(self, request: Request, server: ServerBase) -> Response:
+    async def _post(self, request: RawRequest, server: ServerBase) -> Response:
         check_post_headers(request)
         body = parse(await read_capped_body(request, self.settings.max_body_bytes))
         if isinstance(body, list):
@@ -92,7 +96,7 @@ class StreamableHttpEndpoint:
                 raise
             return rpc_error(exc, msg["id"])
 
-    async def _handle(self, request: Request, server: ServerBase, msg: Message) -> Response:
+    async def _handle(self, request: RawRequest, server: ServerBase, msg: Message) -> Response:
         if msg.get("method") == "initialize" and "id" in msg:
             return await self._initialize(server, msg)
         session = self._session(request, server)
@@ -119,15 +123,18 @@ class StreamableHttpEndpoint:
             return json_response(reply)
         outbox = reply.outbox
         first: Message | None = None
-        with anyio.move_on_after(self.settings.keepalive_interval):
-            first = await outbox.get()
+        try:
+            first = await outbox.get(timeout=self.settings.keepalive_interval)
+        except TimeoutError:
+            pass  # nothing yet: stream what comes, with keep-alives
+        else:
             if first is None:  # the stream ended without a response (session closed under it)
                 return json_response(error(reply.client_id, ENDED_WITHOUT_REPLY, "request ended without a response"))
             if lone_response(first, outbox):
                 return json_response(first)
         return sse_response(sse_events(outbox, first, self.settings.keepalive_interval))
 
-    async def _batch(self, request: Request, server: ServerBase, items: list[Any]) -> Response:
+    async def _batch(self, request: RawRequest, server: ServerBase, items: list[Any]) -> Response:
         """JSON-RPC batches, accepted only on sessions that negotiated 2025-03-26."""
         session = self._session(request, server)
         if session.protocol_version != "2025-03-26":
@@ -152,7 +159,7 @@ class StreamableHttpEndpoint:
         return json_response([r if isinstance(r, dict) else await _final_response(r) for r in replies])
 
     # -- GET / DELETE ------------------------------------------------------------------------
-    def _get(self, request: Request, server: ServerBase) -> Response:
+    def _get(self, request: RawRequest, server: ServerBase) -> Response:
         if not accepts(request, "text/event-stream"):
             raise NotAcceptable("Not Acceptable: Accept must list text/event-stream")
         session = self._session(request, server)
@@ -160,13 +167,13 @@ class StreamableHttpEndpoint:
         close = lambda: session.close_stream(outbox)  # noqa: E731  # a named one-liner reads best here
         return sse_response(sse_events(outbox, None, self.settings.keepalive_interval, on_close=close))
 
-    def _delete(self, request: Request, server: ServerBase) -> Response:
+    def _delete(self, request: RawRequest, server: ServerBase) -> Response:
         session = self._session(request, server)
         self.store.close(session, "deleted by the client")
         return Response(status_code=200)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _session(self, request: Request, server: ServerBase) -> FrontSession:
+    def _session(self, request: RawRequest, server: ServerBase) -> FrontSession:
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             raise SessionRequired("Bad Request: Mcp-Session-Id header is required")
@@ -183,3 +190,34 @@ async def _final_response(call: Call) -> Message:
     if last is None or "method" in last:
         return error(call.client_id, ENDED_WITHOUT_REPLY, "request ended without a response")
     return last
+
+
+class McpRoute:
+    """ASGI middleware that hands /servers/<name>/mcp straight to the endpoint.
+
+    Every MCP call comes this way; starlette's exception middleware, router (a regex per route)
+    and route wrapper cost more per call than the gateway's own work on it. What sits outside this
+    middleware (Host/Origin guard, 500 on a crash) still applies. A mounted app (root_path) goes
+    the long way, through the equivalent starlette route.
+    """
+
+    def __init__(self, app: ASGIApp, endpoint: StreamableHttpEndpoint):
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            name = mcp_route_name(scope["path"])
+            if name is not None:
+                await self.endpoint.serve(name, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def mcp_route_name(path: str) -> str | None:
+    """The server name in /servers/<name>/mcp, matched as starlette's `{name}` would be ([^/]+)."""
+    if path.startswith("/servers/") and path.endswith("/mcp"):
+        name = path[len("/servers/") : -len("/mcp")]
+        if name and "/" not in name:
+            return name
+    return None
