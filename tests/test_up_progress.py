@@ -42,7 +42,5 @@ def test_up_says_which_servers_came_up_which_failed_and_why(tmp_path: Path) -> N
     assert summary[0].endswith(": 1 of 2 server(s) up")
     assert summary[1].startswith(f"  up         fixture          http://127.0.0.1:{port}/servers/fixture/mcp")
     assert summary[2].startswith("  FAILED     broken ")
-    assert (
-        summary[3]
-        == f"  health: http://127.0.0.1:{port}/healthz   metrics: http://127.0.0.1:{port}/metrics   stop: Ctrl-C"
-    )
+    base = f"http://127.0.0.1:{port}"
+    assert summary[3] == f"  dashboard: {base}/   health: {base}/healthz   metrics: {base}/metrics   stop: Ctrl-C"

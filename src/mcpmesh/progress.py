@@ -50,5 +50,5 @@ def summary(supervisor: Supervisor, base_url: str) -> str:
     for name, server in supervisor.servers.items():
         mark = {State.HEALTHY: "up", State.FAILED: "FAILED"}.get(server.state, server.state.value)
         lines.append(f"  {mark:<10} {name:<16} {base_url}/servers/{name}/mcp  ({server.reason})")
-    lines.append(f"  health: {base_url}/healthz   metrics: {base_url}/metrics   stop: Ctrl-C")
+    lines.append(f"  dashboard: {base_url}/   health: {base_url}/healthz   metrics: {base_url}/metrics   stop: Ctrl-C")
     return "\n".join(lines)
