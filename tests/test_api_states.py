@@ -52,7 +52,8 @@ def check(described: dict[str, Any], consul: list[dict[str, Any]], ready: dict[s
     running = state in ("starting", "healthy", "degraded", "unhealthy")  # a process exists (spawned, or serving)
     assert (described["pid"] is not None) is running
     assert (described["uptime"] is not None) is (state == "healthy")
-    assert (described["last_error"] is not None) is (state in ("failed", "restarting"))
+    if state in ("degraded", "unhealthy", "restarting", "failed"):
+        assert described["last_error"] == described["reason"] and described["last_error_at"] == described["since"]
 
 
 async def test_starting() -> None:
@@ -65,7 +66,9 @@ async def test_healthy_degraded_and_stopped() -> None:
     breaker = {"request_timeout": 0.3, "breaker_threshold": 1, "breaker_cooldown": 60}
     async with running_mesh({"s": {**fixture_server("faulty_server.py"), **breaker}}) as mesh:
         server = mesh.mesh.supervisor.servers["s"]
-        check(*await observe(mesh, "s"), "healthy")
+        described, consul, ready = await observe(mesh, "s")
+        check(described, consul, ready, "healthy")
+        assert described["last_error"] is None  # no trouble yet
         async with mcp.Client(mesh.url("s"), mode="legacy") as client:
             with pytest.raises(mcp.MCPError):
                 await client.call_tool("hang", {})  # one time-out opens the circuit

@@ -68,6 +68,9 @@ async def test_a_killed_server_is_restarting_then_healthy_with_matching_events()
         exited = next(e for e in log if e["kind"] == "exited")
         assert exited["detail"]["reason"] == "killed by SIGKILL"
         assert [e["detail"]["state"] for e in log if e["kind"] == "state_changed"][-2:] == ["restarting", "healthy"]
+        async with httpx.AsyncClient(base_url=mesh.base_url) as http:
+            described = (await http.get("/v1/servers/fixture")).json()
+        assert described["state"] == "healthy" and described["last_error"] == "killed by SIGKILL"  # kept
 
 
 async def test_readyz_waits_for_every_server_not_marked_optional() -> None:

@@ -122,7 +122,8 @@ class Api:
             "urls": self._urls(server.name, base),
             "sessions": len(sessions),
             "clients": sorted({_client(s.client_info) for s in sessions}),
-            "last_error": server.reason if server.state in (State.FAILED, State.RESTARTING) else None,
+            "last_error": server.last_error,
+            "last_error_at": server.last_error_at,
             "circuit": _circuit(server.circuit),
         }
         if detail:

@@ -218,7 +218,12 @@ OPENAPI: dict[str, Any] = {
                     "urls": {"type": "object", "additionalProperties": {"type": "string"}},
                     "sessions": {"type": "integer"},
                     "clients": {"type": "array", "items": {"type": "string"}},
-                    "last_error": _nullable("string"),
+                    "last_error": {
+                        **_nullable("string"),
+                        "description": "the reason of its last trouble (degraded, unhealthy, restarting, failed), "
+                        "kept after it recovers",
+                    },
+                    "last_error_at": _nullable("number"),
                     "circuit": {
                         "type": "object",
                         "nullable": True,

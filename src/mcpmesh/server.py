@@ -52,6 +52,10 @@ class State(StrEnum):
     STOPPED = "stopped"
 
 
+# States whose reason is an error worth remembering after the server recovers.
+TROUBLE = frozenset({State.DEGRADED, State.UNHEALTHY, State.RESTARTING, State.FAILED})
+
+
 class ServerBase:
     """What every supervised server has: config, state with reason, background task spawning."""
 
@@ -63,6 +67,8 @@ class ServerBase:
         self.reason = "not started yet"
         self.since = time.time()
         self.restarts = 0
+        self.last_error: str | None = None  # the reason of its last trouble, kept after it recovers
+        self.last_error_at: float | None = None
         self.restart_reasons: Counter[str] = Counter()  # by cause: exited, unhealthy, spawn_failed, requested ...
         self._restart_cause = "exited"  # why the current process is ending, as a metric label
         self.traffic = Traffic()  # bytes to and from every process of this server
@@ -118,6 +124,8 @@ class ServerBase:
             log.log(level, "%s: %s (%s)", self.name, state, reason, extra={"server": self.name})
             self.record("state_changed", state=state.value, reason=reason)
         self.state, self.reason, self.since = state, reason, time.time()
+        if state in TROUBLE:
+            self.last_error, self.last_error_at = reason, self.since
         self.changed.set()
         self.changed = anyio.Event()
 
