@@ -119,7 +119,7 @@ def _mesh_url(args: argparse.Namespace) -> str | None:
     try:
         return inspect.mesh_url(load_config(args.config))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc} (or give the mesh's --url)", file=sys.stderr)
         return None
 
 
@@ -143,14 +143,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    base_url = args.url
-    if not base_url:
-        try:
-            base_url = inspect.mesh_url(load_config(args.config))
-        except ConfigError as exc:
-            print(f"error: {exc} (or give the mesh's --url)", file=sys.stderr)
-            return 2
-    base_url = base_url.rstrip("/")
+    base_url = _mesh_url(args)
+    if base_url is None:
+        return 2
     if args.command == "events":
         return tail.events(base_url, args.server, args.follow, args.json)
     return tail.logs(base_url, args.server, args.follow, args.json)

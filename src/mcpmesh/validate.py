@@ -8,6 +8,7 @@ served by this same mesh. One line per check; any failure makes the exit code no
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -74,18 +75,26 @@ class Validator:
             return
         self.add(name, "state", "registry", state == "healthy", f"{state} ({server['reason']})")
 
-        async def claimed() -> list[str] | None:
-            """The tool names the registry lists for it now."""
-            detail = (await http.get(f"{self.base_url}/v1/servers/{name}")).json()
-            listing = detail.get("catalog", {}).get("tools")
-            return list(listing["names"]) if listing is not None else None
-
         # A session-mode server's lists are read from the first process a session initializes:
         # this check's own session may be the first, so give the registry a moment to learn them.
         patience = SESSION_CATALOG_WAIT if server["sharing"] == "session" else 0.0
+        registered = functools.partial(self._registered_tools, http, name, patience)
         for kind, url in server["urls"].items():
             connect = _sse_session if kind.endswith("sse") else _http_session
-            await self._check_url(name, url, lambda: _claimed_within(claimed, patience), connect)
+            await self._check_url(name, url, registered, connect)
+
+    async def _registered_tools(self, http: httpx.AsyncClient, name: str, patience: float) -> list[str] | None:
+        """The tool names the registry lists for the server, waiting up to `patience` for a first list."""
+        names = await self._registry_tools(http, name)
+        with anyio.move_on_after(patience):
+            while names is None:
+                await anyio.sleep(0.1)
+                names = await self._registry_tools(http, name)
+        return names
+
+    async def _registry_tools(self, http: httpx.AsyncClient, name: str) -> list[str] | None:
+        listing = (await http.get(f"{self.base_url}/v1/servers/{name}")).json().get("catalog", {}).get("tools")
+        return list(listing["names"]) if listing is not None else None
 
     async def _check_url(
         self, name: str, url: str, claimed: Callable[[], Awaitable[list[str] | None]], connect: Callable[[str], Any]
@@ -147,15 +156,6 @@ class Validator:
             same = answer.get("mesh") == instance and answer.get("server") == holder
             who = f"mesh {answer.get('mesh')!r}, server {answer.get('server')!r}"
             self.add(holder, "port", base, same, f"port {port} served by {who}")
-
-
-async def _claimed_within(claimed: Callable[[], Awaitable[list[str] | None]], patience: float) -> list[str] | None:
-    names = await claimed()
-    with anyio.move_on_after(patience):
-        while names is None:
-            await anyio.sleep(0.1)
-            names = await claimed()
-    return names
 
 
 class ValidationGap(Exception):
