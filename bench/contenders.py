@@ -110,6 +110,24 @@ class NullHttp(Contender):
         return Running(self.name, [proc], [f"http://127.0.0.1:{port}/mcp"])
 
 
+class ThinForwarder(Contender):
+    """The least a gateway written in Python can do: one backend over stdio, requests forwarded with
+    their ids rewritten, no sessions, checks, time-outs, logs or metrics. Not a contender to beat
+    either, but the floor for any Python gateway on this machine (mcpmesh's own runtime included)."""
+
+    name, label, peer = "thin", "thin forwarder (floor)", False
+    note = "bench/loadgen.py serve with a backend: asyncio streams on uvloop, one stdio pipe, ids rewritten"
+    no_sessions = True
+
+    def start(self, run_id: str, log_dir: Path, servers: int = 1) -> Running:
+        port = procs.free_port()
+        spec = json.dumps({"mode": "serve", "port": port, "backend": backend_argv()})
+        proc = procs.start(
+            f"{self.name}-{servers}", [sys.executable, "-m", "bench.loadgen", spec], run_id, log_dir, cwd=ROOT
+        )
+        return Running(self.name, [proc], [f"http://127.0.0.1:{port}/mcp"])
+
+
 class Mcpmesh(Contender):
     peer = False
 
@@ -258,7 +276,16 @@ class ContextForge(Contender):
 
 
 def all_contenders() -> list[Contender]:
-    return [Direct(), NullHttp(), Mcpmesh("shared"), Mcpmesh("session"), Supergateway(), McpProxy(), ContextForge()]
+    return [
+        Direct(),
+        NullHttp(),
+        ThinForwarder(),
+        Mcpmesh("shared"),
+        Mcpmesh("session"),
+        Supergateway(),
+        McpProxy(),
+        ContextForge(),
+    ]
 
 
 __all__ = ["PEERS", "Contender", "Running", "all_contenders", "backend_argv"]

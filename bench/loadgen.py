@@ -209,7 +209,7 @@ class StdioPeer:
             limit=64 << 20,
         )
         self.reader_task = asyncio.ensure_future(self._read())
-        await self.request("initialize", INIT_PARAMS)
+        self.init_result = await self.request("initialize", INIT_PARAMS)
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def _send(self, msg: dict[str, Any]) -> None:
@@ -224,12 +224,18 @@ class StdioPeer:
             if fut is not None and not fut.done():
                 fut.set_result(msg)
 
-    async def request(self, method: str, params: dict[str, Any]) -> Any:
+    async def forward(self, method: Any, params: Any) -> dict[str, Any]:
+        """The backend's whole reply (result or error) to one request, under a fresh id."""
         self.next_id += 1
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[self.next_id] = fut
-        self._send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
-        reply = await fut
+        msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
+        self._send(msg if params is None else {**msg, "params": params})
+        reply: dict[str, Any] = await fut
+        return reply
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        reply = await self.forward(method, params)
         if "error" in reply:
             raise HttpError(f"{method}: {reply['error']}")
         return reply["result"]
@@ -428,16 +434,33 @@ async def ceiling(spec: dict[str, Any]) -> dict[str, Any]:
 async def serve(spec: dict[str, Any]) -> dict[str, Any]:
     """A null MCP server over HTTP (no backend, no sessions kept): answers initialize, tools/list and
     tools/call echo itself, with JSON bodies. Its latency is the floor any HTTP gateway could reach
-    with the same client; it runs until killed."""
+    with the same client; it runs until killed.
 
-    def answer(msg: dict[str, Any]) -> bytes:
+    With `"backend": argv` it is the thin forwarder instead: the least a gateway in Python can do.
+    It starts the backend once and initializes it, answers each client's initialize with the
+    backend's own result, and forwards every other request over that one stdio pipe (ids
+    rewritten by `StdioPeer`): one JSON parse and one dump each way, no sessions, no checks, no
+    timeouts, nothing logged or counted."""
+    peer: StdioPeer | None = None
+    if spec.get("backend"):
+        peer = StdioPeer(spec["backend"])
+        await peer.start()
+
+    async def answer(msg: dict[str, Any]) -> bytes:
         method, rid = msg.get("method"), msg.get("id")
+        if peer is not None and method != "initialize":
+            reply = await peer.forward(method, msg.get("params"))
+            return orjson.dumps({**reply, "id": rid})
         if method == "initialize":
-            res: dict[str, Any] = {
-                "protocolVersion": msg["params"].get("protocolVersion", CLIENT_VERSION),
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": "null", "version": "1"},
-            }
+            res: dict[str, Any] = (
+                peer.init_result
+                if peer is not None
+                else {
+                    "protocolVersion": msg["params"].get("protocolVersion", CLIENT_VERSION),
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "null", "version": "1"},
+                }
+            )
         elif method == "tools/list":
             schema = {"type": "object", "properties": {"message": {"type": "string"}}}
             res = {"tools": [{"name": "echo", "inputSchema": schema}]}
@@ -466,7 +489,7 @@ async def serve(spec: dict[str, Any]) -> dict[str, Any]:
                 if not isinstance(msg, dict) or "id" not in msg:
                     writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
                     continue
-                out = answer(msg)
+                out = await answer(msg)
                 extra = b"Mcp-Session-Id: null\r\n" if msg.get("method") == "initialize" else b""
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"

@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             scaled = [
                 c
                 for c in contenders
-                if c.name != "null-http" and (plan.scale_contenders is None or c.name in plan.scale_contenders)
+                if c.name not in ("null-http", "thin")
+                and (plan.scale_contenders is None or c.name in plan.scale_contenders)
             ]
             for r in range(plan.scale_rounds):
                 order = scaled[r % len(scaled) :] + scaled[: r % len(scaled)]
