@@ -15,7 +15,6 @@ import anyio
 import anyio.abc
 
 from mcpmesh.backend.connection import Connection
-from mcpmesh.backend.remote import RemoteConnection
 from mcpmesh.backend.upstream import GATEWAY_INFO, Traffic, Upstream, modern_meta
 from mcpmesh.breaker import CircuitBreaker
 from mcpmesh.config import ServerConfig
@@ -153,6 +152,8 @@ class ServerBase:
         restart of a remote server is a reconnect)."""
         cfg = self.config
         if cfg.url is not None:
+            from mcpmesh.backend.remote import RemoteConnection  # httpx loads only for remote servers
+
             return await RemoteConnection.connect(self.name, cfg)
         assert cfg.command is not None  # the config has exactly one of command and url
         env = child_environment(cfg.env, cfg.inherit_env)
