@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 
 from mcpmesh.app import Mesh, create_app
 from mcpmesh.config import MeshConfig
+from mcpmesh.front.http_protocol import CoalescingHttpProtocol
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -101,6 +102,7 @@ async def running_mesh(
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=1,
+            http=CoalescingHttpProtocol,  # as `mcpmesh up` serves
         )
     )
     the_mesh: Mesh = app.state.mesh
