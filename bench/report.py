@@ -274,18 +274,34 @@ def _targets(data: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str, An
             )
     n = str(data["plan"]["scale_servers"])
     single = _median(metrics, "scale.1.ready", "direct")
+    # "The slowest single server's start time" read two ways: one server started alone, and the
+    # slowest of the n started at once with no gateway (on 2 cores they share the CPU, so each
+    # starts slower than alone: no gateway can make n starts cheaper than the servers themselves).
+    together = _median(metrics, f"scale.{n}.ready", "direct")
     for m in MESH:
         many = _median(metrics, f"scale.{n}.healthz", m)
         own = _median(metrics, "scale.1.ready", m)
+        value = f"{many:.2f} s (mcpmesh spawn → /healthz all healthy)" if many is not None else ""
         if many is not None and single is not None:
             out.append(
                 {
-                    "target": f"{n} servers healthy ≤ slowest single start + 0.5 s",
+                    "target": f"{n} servers healthy ≤ slowest single start + 0.5 s (started alone)",
                     "who": m,
-                    "value": f"{many:.2f} s (mcpmesh spawn → /healthz all healthy)",
+                    "value": value,
                     "goal": f"≤ {single + 0.5:.2f} s (one server-everything alone {single:.2f} s + 0.5)"
                     + (f"; vs mcpmesh with 1 server: ≤ {own + 0.5:.2f} s" if own is not None else ""),
                     "met": many <= single + 0.5,
+                }
+            )
+        if many is not None and together is not None:
+            out.append(
+                {
+                    "target": f"{n} servers healthy ≤ slowest single start + 0.5 s (all {n} started at once)",
+                    "who": m,
+                    "value": value,
+                    "goal": f"≤ {together + 0.5:.2f} s (the slowest of {n} server-everything started at once "
+                    f"with no gateway {together:.2f} s + 0.5)",
+                    "met": many <= together + 0.5,
                 }
             )
     return out
