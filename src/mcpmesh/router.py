@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -31,7 +31,9 @@ from mcpmesh.errors import (
 from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, strip_envelope
 from mcpmesh.front.session import FrontSession
 from mcpmesh.jsonrpc import Message, RequestId, as_key, error, negotiate_version, params_of, result
+from mcpmesh.log_level import ServerLogLevel
 from mcpmesh.mrtr import InputBridge
+from mcpmesh.own_calls import OwnCalls, Spawner, send_quietly
 from mcpmesh.registry.base import Listing
 from mcpmesh.routing import (
     LOG_LEVELS,
@@ -57,8 +59,6 @@ UNROUTABLE = -32601  # answered to a server request no single capable client can
 READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
 
 log = logging.getLogger("mcpmesh.router")
-
-Spawner = Callable[[Callable[[], Coroutine[Any, Any, Any]]], None]
 
 
 class Multiplexer:
@@ -95,7 +95,9 @@ class Multiplexer:
         self.calls: dict[RequestId, Call] = {}
         self.tokens: dict[Any, Call] = {}
         self.server_requests: dict[RequestId, tuple[RequestId, FrontSession]] = {}
-        self.subscriptions = Subscriptions(request_timeout, self._background_call)
+        self.own_calls = OwnCalls(server, request_timeout, spawn)
+        self.log_level = ServerLogLevel(shared=shared, calls=self.own_calls)
+        self.subscriptions = Subscriptions(request_timeout, self.own_calls.background)
         self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
         self.catalog: dict[str, Listing] = {}  # tools, prompts, resources as last read (shared servers)
         self.on_catalog: Callable[[Listing], None] | None = None  # a list's content changed
@@ -103,7 +105,6 @@ class Multiplexer:
         self.inputs = InputBridge(self._give_up_waiting)
         self.dropped: Counter[str] = Counter()
         self._attached = anyio.Event()
-        self._backend_log_level: str | None = None
         self._server_request_ids = itertools.count(1)
 
     # -- upstream lifecycle ------------------------------------------------------------------
@@ -117,7 +118,7 @@ class Multiplexer:
             self.spawn(lambda: self.refresh_catalog(upstream, announce=True))
         if self.shared and upstream.era == "legacy":
             self.subscriptions.renew(upstream)
-            self._sync_log_level()
+            self.log_level.sync(self.upstream, self.sessions)
 
     def upstream_closed(self, upstream: Upstream, reason: str) -> None:
         """The process is gone: every request in flight on it gets an error now."""
@@ -125,7 +126,7 @@ class Multiplexer:
             return
         self.upstream = None
         self._attached = anyio.Event()
-        self._backend_log_level = None
+        self.log_level.forget()
         if self.breaker is not None:
             self.breaker.close()
         for call in list(self.calls.values()):
@@ -178,7 +179,8 @@ class Multiplexer:
 
     def join(self, session: FrontSession) -> None:
         self.sessions.add(session)
-        self._sync_log_level()  # a newcomer without a level must not be limited by others' levels
+        # a newcomer without a level must not be limited by others' levels
+        self.log_level.sync(self.upstream, self.sessions)
 
     def detach(self, session: FrontSession, reason: str) -> None:
         """The session ended: cancel its requests, refuse its pending server requests, unsubscribe."""
@@ -188,14 +190,14 @@ class Multiplexer:
             self._finish(call, Outcome.SESSION_ENDED)
             call.outbox.finish(error(call.client_id, SESSION_ENDED, f"session ended: {reason}"))
             if upstream is not None and self.shared:
-                self._send_quietly(upstream, cancelled(call.backend_id, "client session ended"))
+                send_quietly(upstream, cancelled(call.backend_id, "client session ended"))
         for sid, (backend_id, owner) in list(self.server_requests.items()):
             if owner is session:
                 del self.server_requests[sid]
                 if upstream is not None:
-                    self._send_quietly(upstream, error(backend_id, UNROUTABLE, "client session ended"))
+                    send_quietly(upstream, error(backend_id, UNROUTABLE, "client session ended"))
         self.subscriptions.drop(session, upstream)
-        self._sync_log_level()
+        self.log_level.sync(self.upstream, self.sessions)
         if self.on_detach is not None:
             self.on_detach(session)
 
@@ -259,7 +261,7 @@ class Multiplexer:
             if level not in LOG_LEVELS:
                 return error(request_id, InvalidParams.code, f"Invalid params: unknown log level {level!r}")
             session.log_level = level
-            await self._apply_log_level()
+            await self.log_level.apply(self.upstream, self.sessions)
             return result(request_id, {})
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(session, msg)
@@ -372,7 +374,7 @@ class Multiplexer:
         self._finish(call, Outcome.CANCELLED)
         call.outbox.finish(error(call.client_id, REQUEST_CANCELLED, "Request cancelled"))
         if self.upstream is not None:
-            self._send_quietly(self.upstream, cancelled(call.backend_id, reason))
+            send_quietly(self.upstream, cancelled(call.backend_id, reason))
 
     def _time_out(self, call: Call) -> None:
         if self.calls.get(call.backend_id) is not call:
@@ -381,7 +383,7 @@ class Multiplexer:
         text = f"server {self.server!r} did not answer {call.method} within {self.request_timeout:g}s"
         call.outbox.finish(error(call.client_id, BackendTimeout.code, text))
         if self.upstream is not None:
-            self._send_quietly(self.upstream, cancelled(call.backend_id, "timed out at the gateway"))
+            send_quietly(self.upstream, cancelled(call.backend_id, "timed out at the gateway"))
 
     def _finish(self, call: Call, outcome: str) -> None:
         if self.calls.get(call.backend_id) is call:
@@ -473,13 +475,13 @@ class Multiplexer:
     def on_backend_request(self, upstream: Upstream, msg: Message) -> None:
         method, backend_id = msg["method"], msg["id"]
         if method == "ping":
-            self._send_quietly(upstream, result(backend_id, {}))
+            send_quietly(upstream, result(backend_id, {}))
             return
         target = self._originator(method, params_of(msg))
         if target is None:
             self.dropped["unroutable_server_request"] += 1
             text = f"mcpmesh: {method} cannot be routed to exactly one client that supports it"
-            self._send_quietly(upstream, error(backend_id, UNROUTABLE, text))
+            send_quietly(upstream, error(backend_id, UNROUTABLE, text))
             return
         if target.modern:
             self._ask_for_input(target, msg, upstream)
@@ -501,14 +503,14 @@ class Multiplexer:
         asked = self.inputs.ask(call, msg)
         if asked is None:
             text = f"mcpmesh: {msg['method']} cannot be asked of this 2026-07-28 client now"
-            self._send_quietly(upstream, error(msg["id"], UNROUTABLE, text))
+            send_quietly(upstream, error(msg["id"], UNROUTABLE, text))
             return
         call.outbox.finish(asked)
 
     def _give_up_waiting(self, call: Call, server_request_id: RequestId) -> None:
         """The client never came back within the requestState's lifetime: release the server."""
         if self.upstream is not None:
-            self._send_quietly(self.upstream, error(server_request_id, UNROUTABLE, "the client did not answer in time"))
+            send_quietly(self.upstream, error(server_request_id, UNROUTABLE, "the client did not answer in time"))
         self.cancel(call, "the client did not provide the requested input in time")
 
     async def _resume(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call | Message:
@@ -538,50 +540,3 @@ class Multiplexer:
         else:
             return None
         return session if may_receive(session, method, params) else None
-
-    # -- helpers -----------------------------------------------------------------------------
-    def _sync_log_level(self) -> None:
-        """Set the shared server to the most verbose level any session asked for (in the background)."""
-        change = self._log_level_change()
-        if change is not None:
-            self._background_call(change[0], "logging/setLevel", {"level": change[1]})
-
-    async def _apply_log_level(self) -> None:
-        """The same, answered before the client's own setLevel is: a notification the server sends
-        while the gateway's request is in flight cannot be attributed, so none may be pending after."""
-        change = self._log_level_change()
-        if change is not None:
-            await self._quiet_call(change[0], "logging/setLevel", {"level": change[1]})
-
-    def _log_level_change(self) -> tuple[Upstream, str] | None:
-        """The level the server should be set to now, if it differs from the last one set; levels are
-        then filtered per session."""
-        upstream = self.upstream
-        if not self.shared or upstream is None or upstream.era != "legacy" or "logging" not in upstream.capabilities:
-            return None
-        if not self.sessions or (self._backend_log_level is None and not any(s.log_level for s in self.sessions)):
-            return None  # nobody is here, or nobody ever asked: leave the server as it is
-        target = min((s.log_level or "debug" for s in self.sessions), key=LOG_LEVELS.index)
-        if target == self._backend_log_level:
-            return None
-        self._backend_log_level = target
-        return upstream, target
-
-    def _background_call(self, upstream: Upstream, method: str, params: dict[str, Any]) -> None:
-        self.spawn(lambda: self._quiet_call(upstream, method, params))
-
-    async def _quiet_call(self, upstream: Upstream, method: str, params: dict[str, Any]) -> None:
-        """A request of the gateway's own whose failure is only logged."""
-        try:
-            reply = await upstream.call(method, params, self.request_timeout)
-        except Exception as exc:  # the server may be gone; nothing depends on this answer
-            log.info("%s: %s failed: %s", self.server, method, exc)
-            return
-        if "error" in reply:
-            log.info("%s: %s refused: %s", self.server, method, reply["error"])
-
-    def _send_quietly(self, upstream: Upstream, msg: Message) -> None:
-        try:
-            upstream.send(msg)
-        except BackendExited:
-            pass  # the process is gone; its exit is handled by its supervisor
