@@ -8,7 +8,6 @@ dropped (and counted), and a server-initiated request that cannot be is answered
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -45,17 +44,16 @@ from mcpmesh.routing import (
     cancelled,
     envelope,
     level_passes,
-    may_receive,
     outcome_of,
     to_handshake_era,
     tool_params_of,
     wants_log,
 )
+from mcpmesh.server_requests import UNROUTABLE, ServerRequests
 from mcpmesh.subscriptions import Subscriptions
 
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
 SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
-UNROUTABLE = -32601  # answered to a server request no single capable client can take
 READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
 
 log = logging.getLogger("mcpmesh.router")
@@ -94,7 +92,6 @@ class Multiplexer:
         self.sessions: set[FrontSession] = set()
         self.calls: dict[RequestId, Call] = {}
         self.tokens: dict[Any, Call] = {}
-        self.server_requests: dict[RequestId, tuple[RequestId, FrontSession]] = {}
         self.own_calls = OwnCalls(server, request_timeout, spawn)
         self.log_level = ServerLogLevel(shared=shared, calls=self.own_calls)
         self.subscriptions = Subscriptions(request_timeout, self.own_calls.background)
@@ -104,8 +101,10 @@ class Multiplexer:
         self.on_initialized: Callable[[Upstream], None] | None = None
         self.inputs = InputBridge(self._give_up_waiting)
         self.dropped: Counter[str] = Counter()
+        self.server_requests = ServerRequests(
+            shared=shared, calls=self.calls, sessions=self.sessions, inputs=self.inputs, dropped=self.dropped
+        )
         self._attached = anyio.Event()
-        self._server_request_ids = itertools.count(1)
 
     # -- upstream lifecycle ------------------------------------------------------------------
     def attach(self, upstream: Upstream) -> None:
@@ -191,11 +190,7 @@ class Multiplexer:
             call.outbox.finish(error(call.client_id, SESSION_ENDED, f"session ended: {reason}"))
             if upstream is not None and self.shared:
                 send_quietly(upstream, cancelled(call.backend_id, "client session ended"))
-        for sid, (backend_id, owner) in list(self.server_requests.items()):
-            if owner is session:
-                del self.server_requests[sid]
-                if upstream is not None:
-                    send_quietly(upstream, error(backend_id, UNROUTABLE, "client session ended"))
+        self.server_requests.abandon(session, upstream)
         self.subscriptions.drop(session, upstream)
         self.log_level.sync(self.upstream, self.sessions)
         if self.on_detach is not None:
@@ -240,13 +235,10 @@ class Multiplexer:
 
     async def handle_response(self, session: FrontSession, msg: Message) -> None:
         """A client's answer to a server-initiated request: back to the server with its own id."""
-        entry = self.server_requests.get(as_key(msg["id"]))  # type: ignore[arg-type]  # None matches nothing
         upstream = self.upstream
-        if entry is None or entry[1] is not session or upstream is None:
+        if upstream is None or not self.server_requests.answer(session, msg):
             self.dropped["unmatched_client_response"] += 1
             return
-        del self.server_requests[msg["id"]]
-        msg["id"] = entry[0]
         upstream.send(msg)
         await upstream.drain()
 
@@ -441,7 +433,7 @@ class Multiplexer:
             for subscriber in targets:
                 subscriber.notify(msg)
         elif method == "notifications/cancelled":
-            self._server_cancelled(params, msg)
+            self.server_requests.cancelled(params, msg)
         else:  # logs and anything else: only where it can be attributed
             self._deliver_attributed(msg, params.get("level") if method == "notifications/message" else None)
 
@@ -464,49 +456,10 @@ class Multiplexer:
         else:
             self.dropped["unattributable_notification"] += 1
 
-    def _server_cancelled(self, params: dict[str, Any], msg: Message) -> None:
-        for sid, (backend_id, session) in list(self.server_requests.items()):
-            if backend_id == params.get("requestId"):
-                del self.server_requests[sid]
-                params["requestId"] = sid
-                session.notify(msg)
-                return
-
     def on_backend_request(self, upstream: Upstream, msg: Message) -> None:
-        method, backend_id = msg["method"], msg["id"]
-        if method == "ping":
-            send_quietly(upstream, result(backend_id, {}))
-            return
-        target = self._originator(method, params_of(msg))
-        if target is None:
-            self.dropped["unroutable_server_request"] += 1
-            text = f"mcpmesh: {method} cannot be routed to exactly one client that supports it"
-            send_quietly(upstream, error(backend_id, UNROUTABLE, text))
-            return
-        if target.modern:
-            self._ask_for_input(target, msg, upstream)
-            return
-        client_id: RequestId = f"mcpmesh-s{next(self._server_request_ids)}" if self.shared else backend_id
-        self.server_requests[client_id] = (backend_id, target)
-        msg["id"] = client_id
-        own_calls = [c for c in self.calls.values() if c.session is target]
-        if len(own_calls) == 1:
-            own_calls[0].outbox.put(msg)  # on the stream of the request that caused it
-        else:
-            target.notify(msg)
+        self.server_requests.route(upstream, msg, self.upstream)
 
     # -- 2026-07-28 clients: server requests become input-required results (MRTR) --------------
-    def _ask_for_input(self, session: FrontSession, msg: Message, upstream: Upstream) -> None:
-        """Suspend the caller's call and answer it with an input-required result; the server's
-        request waits for the client's retry."""
-        call = next(c for c in self.calls.values() if c.session is session)
-        asked = self.inputs.ask(call, msg)
-        if asked is None:
-            text = f"mcpmesh: {msg['method']} cannot be asked of this 2026-07-28 client now"
-            send_quietly(upstream, error(msg["id"], UNROUTABLE, text))
-            return
-        call.outbox.finish(asked)
-
     def _give_up_waiting(self, call: Call, server_request_id: RequestId) -> None:
         """The client never came back within the requestState's lifetime: release the server."""
         if self.upstream is not None:
@@ -526,17 +479,3 @@ class Multiplexer:
         upstream.send({"jsonrpc": "2.0", "id": server_request_id, "result": answer})
         await upstream.drain()
         return call
-
-    def _originator(self, method: str, params: dict[str, Any]) -> FrontSession | None:
-        """The one session a server request can belong to, if exactly one can and may take it."""
-        upstream = self.upstream
-        if upstream is not None and upstream.own_calls_with_side_effects:
-            return None  # the gateway's own request may be what asks
-        active = {call.session for call in self.calls.values()}
-        if len(active) == 1:
-            session = active.pop()
-        elif not active and not self.shared and len(self.sessions) == 1:
-            session = next(iter(self.sessions))
-        else:
-            return None
-        return session if may_receive(session, method, params) else None
