@@ -8,7 +8,6 @@ dropped (and counted), and a server-initiated request that cannot be is answered
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -17,14 +16,13 @@ import anyio
 
 from mcpmesh.backend.upstream import Upstream
 from mcpmesh.breaker import CircuitBreaker
-from mcpmesh.catalog import KINDS, listing_of, offered, read_items
+from mcpmesh.catalog import KINDS, Catalog, offered
 from mcpmesh.errors import (
     BackendExited,
     BackendTimeout,
     BackendUnavailable,
     CircuitOpen,
     InvalidParams,
-    MeshError,
     MethodNotFound,
 )
 from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, strip_envelope
@@ -33,7 +31,6 @@ from mcpmesh.jsonrpc import Message, RequestId, as_key, error, negotiate_version
 from mcpmesh.log_level import ServerLogLevel
 from mcpmesh.mrtr import InputBridge
 from mcpmesh.own_calls import OwnCalls, Spawner, send_quietly
-from mcpmesh.registry.base import Listing
 from mcpmesh.routing import (
     LOG_LEVELS,
     Call,
@@ -55,8 +52,6 @@ from mcpmesh.subscriptions import Subscriptions
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
 SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
 READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
-
-log = logging.getLogger("mcpmesh.router")
 
 
 class Multiplexer:
@@ -96,8 +91,13 @@ class Multiplexer:
         self.log_level = ServerLogLevel(shared=shared, calls=self.own_calls)
         self.subscriptions = Subscriptions(request_timeout, self.own_calls.background)
         self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
-        self.catalog: dict[str, Listing] = {}  # tools, prompts, resources as last read (shared servers)
-        self.on_catalog: Callable[[Listing], None] | None = None  # a list's content changed
+        self.catalog = Catalog(
+            server,
+            request_timeout,
+            current=lambda: self.upstream,
+            tool_params=self.tool_params,
+            announce=self._fan_out_list_changed,
+        )
         self.on_initialized: Callable[[Upstream], None] | None = None
         self.inputs = InputBridge(self._give_up_waiting)
         self.dropped: Counter[str] = Counter()
@@ -114,7 +114,7 @@ class Multiplexer:
             self.breaker = self.new_breaker()
         self._attached.set()
         if self.shared:  # a session-mode spare is not initialized yet: only its client may speak first
-            self.spawn(lambda: self.refresh_catalog(upstream, announce=True))
+            self.spawn(lambda: self.catalog.refresh(upstream, announce=True))
         if self.shared and upstream.era == "legacy":
             self.subscriptions.renew(upstream)
             self.log_level.sync(self.upstream, self.sessions)
@@ -286,30 +286,6 @@ class Multiplexer:
     def end_listeners(self) -> None:
         self.subscriptions.end_listeners(self.upstream)
 
-    # -- what the server offers ----------------------------------------------------------------
-    async def refresh_catalog(self, upstream: Upstream, *, announce: bool, kinds: list[str] | None = None) -> None:
-        """Read the server's lists again; a list whose content changed is reported (`on_catalog`) and,
-        with `announce`, its list_changed sent to every client that may want it (the server did not
-        say so itself). Tool annotations are learned from the tool list for 2026 request checks."""
-        for kind in kinds if kinds is not None else offered(upstream.capabilities):
-            try:
-                items = await read_items(upstream, kind, self.request_timeout)
-            except MeshError as exc:
-                log.info("%s: %s/list failed: %s", self.server, kind, exc)
-                continue
-            if upstream is not self.upstream:
-                return  # the process it came from is gone
-            if kind == "tools":
-                self.tool_params = tool_params_of({"tools": items})
-            new, old = listing_of(kind, items), self.catalog.get(kind)
-            if old is not None and old.hash == new.hash:
-                continue
-            self.catalog[kind] = new
-            if announce and old is not None:
-                self._fan_out_list_changed({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"})
-            if self.on_catalog is not None:
-                self.on_catalog(new)
-
     def _fan_out_list_changed(self, msg: Message) -> None:
         for session in self.sessions:
             session.notify(msg)
@@ -425,7 +401,7 @@ class Multiplexer:
             self._fan_out_list_changed(msg)
             kind = method.split("/")[1]
             if self.shared and kind in KINDS:  # already announced: only learn the new content
-                self.spawn(lambda: self.refresh_catalog(upstream, announce=False, kinds=[kind]))
+                self.spawn(lambda: self.catalog.refresh(upstream, announce=False, kinds=[kind]))
         elif method == "notifications/resources/updated":
             uri = params.get("uri")
             targets: set[Subscriber] | set[FrontSession]
