@@ -4,18 +4,25 @@ so that a change is noticed even when the server does not announce it."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
 
 from mcpmesh.backend.upstream import GATEWAY_INFO, Upstream, modern_meta
-from mcpmesh.errors import BackendError
+from mcpmesh.errors import BackendError, MeshError
+from mcpmesh.front.modern import ParamHeaders
+from mcpmesh.jsonrpc import Message
 from mcpmesh.registry.base import Listing
+from mcpmesh.routing import tool_params_of
 
 KINDS = ("tools", "prompts", "resources")
 NAME_KEY = {"tools": "name", "prompts": "name", "resources": "uri"}
 MAX_PAGES = 100  # a server whose list pages on forever is read this far
+
+log = logging.getLogger("mcpmesh.router")  # read for the router: its log lines keep its name
 
 
 class ListRefused(BackendError):
@@ -65,3 +72,57 @@ def difference(old: Listing | None, new: Listing, limit: int = 20) -> dict[str, 
         "added": added[:limit],
         "removed": removed[:limit],
     }
+
+
+class Catalog(Mapping[str, Listing]):
+    """One server's lists as last read, by kind (shared servers, and each session-mode process)."""
+
+    def __init__(
+        self,
+        server: str,
+        request_timeout: float,
+        *,
+        current: Callable[[], Upstream | None],
+        tool_params: dict[str, ParamHeaders],
+        announce: Callable[[Message], None],
+    ):
+        self.server = server
+        self.request_timeout = request_timeout
+        self.current = current  # the process attached now: what a gone one listed is not kept
+        self.tool_params = tool_params  # the router's; refilled, never replaced, from each tool list read
+        self.announce = announce  # a list_changed, to every client that may want it
+        self.on_change: Callable[[Listing], None] | None = None  # a list's content changed
+        self._listings: dict[str, Listing] = {}
+
+    def __getitem__(self, kind: str) -> Listing:
+        return self._listings[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._listings)
+
+    def __len__(self) -> int:
+        return len(self._listings)
+
+    async def refresh(self, upstream: Upstream, *, announce: bool, kinds: list[str] | None = None) -> None:
+        """Read the server's lists again; a list whose content changed is reported (`on_change`) and,
+        with `announce`, its list_changed sent to every client that may want it (the server did not
+        say so itself). Tool annotations are learned from the tool list for 2026 request checks."""
+        for kind in kinds if kinds is not None else offered(upstream.capabilities):
+            try:
+                items = await read_items(upstream, kind, self.request_timeout)
+            except MeshError as exc:
+                log.info("%s: %s/list failed: %s", self.server, kind, exc)
+                continue
+            if upstream is not self.current():
+                return  # the process it came from is gone
+            if kind == "tools":
+                self.tool_params.clear()
+                self.tool_params.update(tool_params_of({"tools": items}))
+            new, old = listing_of(kind, items), self._listings.get(kind)
+            if old is not None and old.hash == new.hash:
+                continue
+            self._listings[kind] = new
+            if announce and old is not None:
+                self.announce({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"})
+            if self.on_change is not None:
+                self.on_change(new)

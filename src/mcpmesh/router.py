@@ -8,31 +8,29 @@ dropped (and counted), and a server-initiated request that cannot be is answered
 
 from __future__ import annotations
 
-import itertools
-import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 
 from mcpmesh.backend.upstream import Upstream
 from mcpmesh.breaker import CircuitBreaker
-from mcpmesh.catalog import KINDS, listing_of, offered, read_items
+from mcpmesh.catalog import KINDS, Catalog, offered
 from mcpmesh.errors import (
     BackendExited,
     BackendTimeout,
     BackendUnavailable,
     CircuitOpen,
     InvalidParams,
-    MeshError,
     MethodNotFound,
 )
 from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, modernize_reply, strip_envelope
 from mcpmesh.front.session import FrontSession
 from mcpmesh.jsonrpc import Message, RequestId, as_key, error, negotiate_version, params_of, result
+from mcpmesh.log_level import ServerLogLevel
 from mcpmesh.mrtr import InputBridge
-from mcpmesh.registry.base import Listing
+from mcpmesh.own_calls import OwnCalls, Spawner, send_quietly
 from mcpmesh.routing import (
     LOG_LEVELS,
     Call,
@@ -43,22 +41,17 @@ from mcpmesh.routing import (
     cancelled,
     envelope,
     level_passes,
-    may_receive,
     outcome_of,
     to_handshake_era,
     tool_params_of,
     wants_log,
 )
+from mcpmesh.server_requests import UNROUTABLE, ServerRequests
 from mcpmesh.subscriptions import Subscriptions
 
 REQUEST_CANCELLED = -32800  # what a cancelled request's still-open stream is closed with
 SESSION_ENDED = -32603  # a request still in flight when its session ends is answered with this
-UNROUTABLE = -32601  # answered to a server request no single capable client can take
 READY_WAIT = 10.0  # how long a request waits for a (re)starting server before failing
-
-log = logging.getLogger("mcpmesh.router")
-
-Spawner = Callable[[Callable[[], Coroutine[Any, Any, Any]]], None]
 
 
 class Multiplexer:
@@ -94,17 +87,24 @@ class Multiplexer:
         self.sessions: set[FrontSession] = set()
         self.calls: dict[RequestId, Call] = {}
         self.tokens: dict[Any, Call] = {}
-        self.server_requests: dict[RequestId, tuple[RequestId, FrontSession]] = {}
-        self.subscriptions = Subscriptions(request_timeout, self._background_call)
+        self.own_calls = OwnCalls(server, request_timeout, spawn)
+        self.log_level = ServerLogLevel(shared=shared, calls=self.own_calls)
+        self.subscriptions = Subscriptions(request_timeout, self.own_calls.background)
         self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
-        self.catalog: dict[str, Listing] = {}  # tools, prompts, resources as last read (shared servers)
-        self.on_catalog: Callable[[Listing], None] | None = None  # a list's content changed
+        self.catalog = Catalog(
+            server,
+            request_timeout,
+            current=lambda: self.upstream,
+            tool_params=self.tool_params,
+            announce=self._fan_out_list_changed,
+        )
         self.on_initialized: Callable[[Upstream], None] | None = None
         self.inputs = InputBridge(self._give_up_waiting)
         self.dropped: Counter[str] = Counter()
+        self.server_requests = ServerRequests(
+            shared=shared, calls=self.calls, sessions=self.sessions, inputs=self.inputs, dropped=self.dropped
+        )
         self._attached = anyio.Event()
-        self._backend_log_level: str | None = None
-        self._server_request_ids = itertools.count(1)
 
     # -- upstream lifecycle ------------------------------------------------------------------
     def attach(self, upstream: Upstream) -> None:
@@ -114,10 +114,10 @@ class Multiplexer:
             self.breaker = self.new_breaker()
         self._attached.set()
         if self.shared:  # a session-mode spare is not initialized yet: only its client may speak first
-            self.spawn(lambda: self.refresh_catalog(upstream, announce=True))
+            self.spawn(lambda: self.catalog.refresh(upstream, announce=True))
         if self.shared and upstream.era == "legacy":
             self.subscriptions.renew(upstream)
-            self._sync_log_level()
+            self.log_level.sync(self.upstream, self.sessions)
 
     def upstream_closed(self, upstream: Upstream, reason: str) -> None:
         """The process is gone: every request in flight on it gets an error now."""
@@ -125,7 +125,7 @@ class Multiplexer:
             return
         self.upstream = None
         self._attached = anyio.Event()
-        self._backend_log_level = None
+        self.log_level.forget()
         if self.breaker is not None:
             self.breaker.close()
         for call in list(self.calls.values()):
@@ -178,7 +178,8 @@ class Multiplexer:
 
     def join(self, session: FrontSession) -> None:
         self.sessions.add(session)
-        self._sync_log_level()  # a newcomer without a level must not be limited by others' levels
+        # a newcomer without a level must not be limited by others' levels
+        self.log_level.sync(self.upstream, self.sessions)
 
     def detach(self, session: FrontSession, reason: str) -> None:
         """The session ended: cancel its requests, refuse its pending server requests, unsubscribe."""
@@ -188,14 +189,10 @@ class Multiplexer:
             self._finish(call, Outcome.SESSION_ENDED)
             call.outbox.finish(error(call.client_id, SESSION_ENDED, f"session ended: {reason}"))
             if upstream is not None and self.shared:
-                self._send_quietly(upstream, cancelled(call.backend_id, "client session ended"))
-        for sid, (backend_id, owner) in list(self.server_requests.items()):
-            if owner is session:
-                del self.server_requests[sid]
-                if upstream is not None:
-                    self._send_quietly(upstream, error(backend_id, UNROUTABLE, "client session ended"))
+                send_quietly(upstream, cancelled(call.backend_id, "client session ended"))
+        self.server_requests.abandon(session, upstream)
         self.subscriptions.drop(session, upstream)
-        self._sync_log_level()
+        self.log_level.sync(self.upstream, self.sessions)
         if self.on_detach is not None:
             self.on_detach(session)
 
@@ -238,13 +235,10 @@ class Multiplexer:
 
     async def handle_response(self, session: FrontSession, msg: Message) -> None:
         """A client's answer to a server-initiated request: back to the server with its own id."""
-        entry = self.server_requests.get(as_key(msg["id"]))  # type: ignore[arg-type]  # None matches nothing
         upstream = self.upstream
-        if entry is None or entry[1] is not session or upstream is None:
+        if upstream is None or not self.server_requests.answer(session, msg):
             self.dropped["unmatched_client_response"] += 1
             return
-        del self.server_requests[msg["id"]]
-        msg["id"] = entry[0]
         upstream.send(msg)
         await upstream.drain()
 
@@ -259,7 +253,7 @@ class Multiplexer:
             if level not in LOG_LEVELS:
                 return error(request_id, InvalidParams.code, f"Invalid params: unknown log level {level!r}")
             session.log_level = level
-            await self._apply_log_level()
+            await self.log_level.apply(self.upstream, self.sessions)
             return result(request_id, {})
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(session, msg)
@@ -291,30 +285,6 @@ class Multiplexer:
 
     def end_listeners(self) -> None:
         self.subscriptions.end_listeners(self.upstream)
-
-    # -- what the server offers ----------------------------------------------------------------
-    async def refresh_catalog(self, upstream: Upstream, *, announce: bool, kinds: list[str] | None = None) -> None:
-        """Read the server's lists again; a list whose content changed is reported (`on_catalog`) and,
-        with `announce`, its list_changed sent to every client that may want it (the server did not
-        say so itself). Tool annotations are learned from the tool list for 2026 request checks."""
-        for kind in kinds if kinds is not None else offered(upstream.capabilities):
-            try:
-                items = await read_items(upstream, kind, self.request_timeout)
-            except MeshError as exc:
-                log.info("%s: %s/list failed: %s", self.server, kind, exc)
-                continue
-            if upstream is not self.upstream:
-                return  # the process it came from is gone
-            if kind == "tools":
-                self.tool_params = tool_params_of({"tools": items})
-            new, old = listing_of(kind, items), self.catalog.get(kind)
-            if old is not None and old.hash == new.hash:
-                continue
-            self.catalog[kind] = new
-            if announce and old is not None:
-                self._fan_out_list_changed({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"})
-            if self.on_catalog is not None:
-                self.on_catalog(new)
 
     def _fan_out_list_changed(self, msg: Message) -> None:
         for session in self.sessions:
@@ -372,7 +342,7 @@ class Multiplexer:
         self._finish(call, Outcome.CANCELLED)
         call.outbox.finish(error(call.client_id, REQUEST_CANCELLED, "Request cancelled"))
         if self.upstream is not None:
-            self._send_quietly(self.upstream, cancelled(call.backend_id, reason))
+            send_quietly(self.upstream, cancelled(call.backend_id, reason))
 
     def _time_out(self, call: Call) -> None:
         if self.calls.get(call.backend_id) is not call:
@@ -381,7 +351,7 @@ class Multiplexer:
         text = f"server {self.server!r} did not answer {call.method} within {self.request_timeout:g}s"
         call.outbox.finish(error(call.client_id, BackendTimeout.code, text))
         if self.upstream is not None:
-            self._send_quietly(self.upstream, cancelled(call.backend_id, "timed out at the gateway"))
+            send_quietly(self.upstream, cancelled(call.backend_id, "timed out at the gateway"))
 
     def _finish(self, call: Call, outcome: str) -> None:
         if self.calls.get(call.backend_id) is call:
@@ -431,7 +401,7 @@ class Multiplexer:
             self._fan_out_list_changed(msg)
             kind = method.split("/")[1]
             if self.shared and kind in KINDS:  # already announced: only learn the new content
-                self.spawn(lambda: self.refresh_catalog(upstream, announce=False, kinds=[kind]))
+                self.spawn(lambda: self.catalog.refresh(upstream, announce=False, kinds=[kind]))
         elif method == "notifications/resources/updated":
             uri = params.get("uri")
             targets: set[Subscriber] | set[FrontSession]
@@ -439,7 +409,7 @@ class Multiplexer:
             for subscriber in targets:
                 subscriber.notify(msg)
         elif method == "notifications/cancelled":
-            self._server_cancelled(params, msg)
+            self.server_requests.cancelled(params, msg)
         else:  # logs and anything else: only where it can be attributed
             self._deliver_attributed(msg, params.get("level") if method == "notifications/message" else None)
 
@@ -462,53 +432,14 @@ class Multiplexer:
         else:
             self.dropped["unattributable_notification"] += 1
 
-    def _server_cancelled(self, params: dict[str, Any], msg: Message) -> None:
-        for sid, (backend_id, session) in list(self.server_requests.items()):
-            if backend_id == params.get("requestId"):
-                del self.server_requests[sid]
-                params["requestId"] = sid
-                session.notify(msg)
-                return
-
     def on_backend_request(self, upstream: Upstream, msg: Message) -> None:
-        method, backend_id = msg["method"], msg["id"]
-        if method == "ping":
-            self._send_quietly(upstream, result(backend_id, {}))
-            return
-        target = self._originator(method, params_of(msg))
-        if target is None:
-            self.dropped["unroutable_server_request"] += 1
-            text = f"mcpmesh: {method} cannot be routed to exactly one client that supports it"
-            self._send_quietly(upstream, error(backend_id, UNROUTABLE, text))
-            return
-        if target.modern:
-            self._ask_for_input(target, msg, upstream)
-            return
-        client_id: RequestId = f"mcpmesh-s{next(self._server_request_ids)}" if self.shared else backend_id
-        self.server_requests[client_id] = (backend_id, target)
-        msg["id"] = client_id
-        own_calls = [c for c in self.calls.values() if c.session is target]
-        if len(own_calls) == 1:
-            own_calls[0].outbox.put(msg)  # on the stream of the request that caused it
-        else:
-            target.notify(msg)
+        self.server_requests.route(upstream, msg, self.upstream)
 
     # -- 2026-07-28 clients: server requests become input-required results (MRTR) --------------
-    def _ask_for_input(self, session: FrontSession, msg: Message, upstream: Upstream) -> None:
-        """Suspend the caller's call and answer it with an input-required result; the server's
-        request waits for the client's retry."""
-        call = next(c for c in self.calls.values() if c.session is session)
-        asked = self.inputs.ask(call, msg)
-        if asked is None:
-            text = f"mcpmesh: {msg['method']} cannot be asked of this 2026-07-28 client now"
-            self._send_quietly(upstream, error(msg["id"], UNROUTABLE, text))
-            return
-        call.outbox.finish(asked)
-
     def _give_up_waiting(self, call: Call, server_request_id: RequestId) -> None:
         """The client never came back within the requestState's lifetime: release the server."""
         if self.upstream is not None:
-            self._send_quietly(self.upstream, error(server_request_id, UNROUTABLE, "the client did not answer in time"))
+            send_quietly(self.upstream, error(server_request_id, UNROUTABLE, "the client did not answer in time"))
         self.cancel(call, "the client did not provide the requested input in time")
 
     async def _resume(self, session: FrontSession, msg: Message, upstream: Upstream) -> Call | Message:
@@ -524,64 +455,3 @@ class Multiplexer:
         upstream.send({"jsonrpc": "2.0", "id": server_request_id, "result": answer})
         await upstream.drain()
         return call
-
-    def _originator(self, method: str, params: dict[str, Any]) -> FrontSession | None:
-        """The one session a server request can belong to, if exactly one can and may take it."""
-        upstream = self.upstream
-        if upstream is not None and upstream.own_calls_with_side_effects:
-            return None  # the gateway's own request may be what asks
-        active = {call.session for call in self.calls.values()}
-        if len(active) == 1:
-            session = active.pop()
-        elif not active and not self.shared and len(self.sessions) == 1:
-            session = next(iter(self.sessions))
-        else:
-            return None
-        return session if may_receive(session, method, params) else None
-
-    # -- helpers -----------------------------------------------------------------------------
-    def _sync_log_level(self) -> None:
-        """Set the shared server to the most verbose level any session asked for (in the background)."""
-        change = self._log_level_change()
-        if change is not None:
-            self._background_call(change[0], "logging/setLevel", {"level": change[1]})
-
-    async def _apply_log_level(self) -> None:
-        """The same, answered before the client's own setLevel is: a notification the server sends
-        while the gateway's request is in flight cannot be attributed, so none may be pending after."""
-        change = self._log_level_change()
-        if change is not None:
-            await self._quiet_call(change[0], "logging/setLevel", {"level": change[1]})
-
-    def _log_level_change(self) -> tuple[Upstream, str] | None:
-        """The level the server should be set to now, if it differs from the last one set; levels are
-        then filtered per session."""
-        upstream = self.upstream
-        if not self.shared or upstream is None or upstream.era != "legacy" or "logging" not in upstream.capabilities:
-            return None
-        if not self.sessions or (self._backend_log_level is None and not any(s.log_level for s in self.sessions)):
-            return None  # nobody is here, or nobody ever asked: leave the server as it is
-        target = min((s.log_level or "debug" for s in self.sessions), key=LOG_LEVELS.index)
-        if target == self._backend_log_level:
-            return None
-        self._backend_log_level = target
-        return upstream, target
-
-    def _background_call(self, upstream: Upstream, method: str, params: dict[str, Any]) -> None:
-        self.spawn(lambda: self._quiet_call(upstream, method, params))
-
-    async def _quiet_call(self, upstream: Upstream, method: str, params: dict[str, Any]) -> None:
-        """A request of the gateway's own whose failure is only logged."""
-        try:
-            reply = await upstream.call(method, params, self.request_timeout)
-        except Exception as exc:  # the server may be gone; nothing depends on this answer
-            log.info("%s: %s failed: %s", self.server, method, exc)
-            return
-        if "error" in reply:
-            log.info("%s: %s refused: %s", self.server, method, reply["error"])
-
-    def _send_quietly(self, upstream: Upstream, msg: Message) -> None:
-        try:
-            upstream.send(msg)
-        except BackendExited:
-            pass  # the process is gone; its exit is handled by its supervisor

@@ -104,7 +104,7 @@ class PerSessionServer(ServerBase):
         finally:
             probed.set()
         mux.attach(upstream)
-        mux.on_catalog = self.save_listing
+        mux.catalog.on_change = self.save_listing
         mux.on_initialized = lambda initialized: self._read_catalog(mux, initialized)
         return Spare(child, upstream, mux)
 
@@ -114,7 +114,7 @@ class PerSessionServer(ServerBase):
         now = time.monotonic()
         if now - self._catalog_read_at >= self.config.health_interval:
             self._catalog_read_at = now
-            self.spawn(lambda: mux.refresh_catalog(upstream, announce=False))
+            self.spawn(lambda: mux.catalog.refresh(upstream, announce=False))
 
     async def _lifetime(self, child: Connection, upstream: Upstream, mux: Multiplexer, probed: anyio.Event) -> None:
         self.processes.add(child)

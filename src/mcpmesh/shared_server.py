@@ -34,7 +34,7 @@ class SharedServer(ServerBase):
             observers=self.observers,
             new_breaker=self._new_breaker,
         )
-        self.mux.on_catalog = lambda listing: self.save_listing(listing)
+        self.mux.catalog.on_change = lambda listing: self.save_listing(listing)
         self.child: Connection | None = None
 
     async def run(self) -> None:
@@ -124,7 +124,7 @@ class SharedServer(ServerBase):
                 if was_missing and (circuit is None or circuit.state == Circuit.CLOSED):
                     self.set_state(State.HEALTHY, f"answered {probe_method(upstream)} again")
                 was_missing = False
-                await self.mux.refresh_catalog(upstream, announce=True)  # a change the server did not announce
+                await self.mux.catalog.refresh(upstream, announce=True)  # a change the server did not announce
             elif misses < UNHEALTHY_AFTER:
                 was_missing = True
                 self.set_state(State.DEGRADED, why)
