@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from mcpmesh.app import Mesh, create_app
 from mcpmesh.config import MeshConfig
-from mcpmesh.front.http_protocol import CoalescingHttpProtocol
+from mcpmesh.front.http_protocol import SERVE_WITH
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -102,7 +102,7 @@ async def running_mesh(
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=1,
-            http=CoalescingHttpProtocol,  # as `mcpmesh up` serves
+            **SERVE_WITH,  # as `mcpmesh up` serves
         )
     )
     the_mesh: Mesh = app.state.mesh

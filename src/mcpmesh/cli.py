@@ -18,7 +18,7 @@ from mcpmesh import __version__, logs
 from mcpmesh.app import create_app
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError
-from mcpmesh.front.http_protocol import CoalescingHttpProtocol
+from mcpmesh.front.http_protocol import SERVE_WITH
 from mcpmesh.progress import show_progress
 from mcpmesh.supervisor import Supervisor
 
@@ -237,7 +237,7 @@ def _up(args: argparse.Namespace) -> int:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
-            http=CoalescingHttpProtocol,
+            **SERVE_WITH,
         )
     )
     server.on_stop = lambda: app.state.mesh.supervisor.end_client_streams("mesh stopping")

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpmesh.config import MeshSettings
-from mcpmesh.front.http_protocol import CoalescingHttpProtocol
+from mcpmesh.front.http_protocol import SERVE_WITH
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.security import HostOriginGuard
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
@@ -116,9 +116,7 @@ async def dedicated_listeners(
         async with anyio.create_task_group() as tg:
             for name, sock in sockets.items():
                 app = dedicated_app(name, mcp, sse, settings, instance)
-                config = uvicorn.Config(
-                    app, log_level="warning", lifespan="off", access_log=False, http=CoalescingHttpProtocol
-                )
+                config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **SERVE_WITH)
                 listener = servers[name] = _QuietServer(config)
                 tg.start_soon(listener.serve, [sock])  # our socket: uvicorn would sys.exit on a bind failure
             try:

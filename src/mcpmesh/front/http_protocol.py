@@ -64,3 +64,8 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+
+
+# How every listener of the mesh is served (`uvicorn.Config(app, **SERVE_WITH, ...)`): MCP has no
+# WebSocket transport, so no WebSocket protocol either (uvicorn's "auto" imports one at start-up).
+SERVE_WITH: dict[str, Any] = {"http": CoalescingHttpProtocol, "ws": "none"}
