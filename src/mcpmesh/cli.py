@@ -18,7 +18,7 @@ from mcpmesh import __version__, logs
 from mcpmesh.app import create_app
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError
-from mcpmesh.front.http_protocol import SERVE_WITH
+from mcpmesh.front.serving import SERVE_WITH
 from mcpmesh.progress import show_progress
 from mcpmesh.supervisor import Supervisor
 

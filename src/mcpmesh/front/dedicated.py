@@ -18,9 +18,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpmesh.config import MeshSettings
-from mcpmesh.front.http_protocol import SERVE_WITH
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.security import HostOriginGuard
+from mcpmesh.front.serving import SERVE_WITH
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
 from mcpmesh.registry.base import Registry
 from mcpmesh.registry.ports import PortPool, PortPoolExhausted
