@@ -1,0 +1,64 @@
+"""MCP calls take a short way past starlette's router (McpRoute), yet keep what the long way gave
+them: the Host/Origin guard, and a 500 (with the error logged) when the gateway itself crashes;
+the /v1 API still reads X-Forwarded-For from a trusted proxy (loopback) for who asked."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from mcpmesh.front.streamable_http import StreamableHttpEndpoint
+from tests.conftest import conformance_server, running_mesh
+from tests.test_front_http import INIT, headers
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_crash_in_the_gateway_is_a_500_and_the_next_call_is_served(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve = StreamableHttpEndpoint.serve
+    crashes = 0
+
+    async def crash_once(
+        self: StreamableHttpEndpoint, *args: Any
+    ) -> None:  # a bug in the gateway: no client can cause it
+        nonlocal crashes
+        if crashes == 0:
+            crashes += 1
+            raise RuntimeError("a bug")
+        await serve(self, *args)
+
+    monkeypatch.setattr(StreamableHttpEndpoint, "serve", crash_once)
+    async with running_mesh({"conf": conformance_server()}) as mesh:
+        logging.getLogger("uvicorn").addHandler(
+            caplog.handler
+        )  # after uvicorn set its loggers up; they do not propagate
+        async with httpx.AsyncClient(timeout=20) as http:
+            crashed = await http.post(mesh.url("conf"), json=INIT, headers=headers(version=None))
+            assert crashed.status_code == 500 and crashed.text == "Internal Server Error"
+            served = await http.post(mesh.url("conf"), json=INIT, headers=headers(version=None))
+            assert served.status_code == 200 and served.json()["result"]["serverInfo"]
+    logging.getLogger("uvicorn").removeHandler(caplog.handler)
+    logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
+    assert logged and str(logged[0].exc_info[1]) == "a bug"  # type: ignore[index]
+
+
+async def test_mcp_calls_still_pass_the_host_and_origin_guard() -> None:
+    async with running_mesh({"conf": conformance_server()}) as mesh, httpx.AsyncClient(timeout=20) as http:
+        foreign_host = await http.post(mesh.url("conf"), json=INIT, headers={**headers(), "Host": "evil.example"})
+        assert foreign_host.status_code == 421
+        foreign_origin = await http.post(
+            mesh.url("conf"), json=INIT, headers={**headers(), "Origin": "http://evil.example"}
+        )
+        assert foreign_origin.status_code == 403
+
+
+async def test_the_api_still_reads_the_client_a_trusted_proxy_names() -> None:
+    async with running_mesh({"conf": conformance_server()}) as mesh, httpx.AsyncClient(timeout=20) as http:
+        stopped = await http.post(f"{mesh.base_url}/v1/servers/conf/stop", headers={"X-Forwarded-For": "203.0.113.7"})
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["server"]["reason"] == "stopped by api (203.0.113.7)"
