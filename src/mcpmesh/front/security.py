@@ -3,6 +3,7 @@ media types a POST must name, and the body cap."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -13,6 +14,7 @@ from mcpmesh.errors import BodyTooLarge, ForbiddenOrigin, HttpError, Misdirected
 from mcpmesh.front.request import HttpRequest
 from mcpmesh.front.responses import http_error
 
+MEMO_SIZE = 256  # distinct header values remembered per check (Host/Origin pairs, Accept, Content-Type)
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 
@@ -44,6 +46,7 @@ class HostOriginGuard:
         origins = {o.rstrip("/").lower() for o in allowed_origins}
         self.any_origin = "*" in origins
         self.origins = frozenset(origins)
+        self._refusal = functools.lru_cache(maxsize=MEMO_SIZE)(self._judge)  # bounded: the values are the client's
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -58,13 +61,23 @@ class HostOriginGuard:
         host = origin = None
         for name, value in scope["headers"]:
             if name == b"host":
-                host = value.decode("latin-1")
+                host = value
             elif name == b"origin":
-                origin = value.decode("latin-1")
+                origin = value
+        refusal = self._refusal(host, origin)
+        if refusal is not None:
+            raise refusal[0](refusal[1])
+
+    def _judge(self, raw_host: bytes | None, raw_origin: bytes | None) -> tuple[type[HttpError], str] | None:
+        """Why a request with this Host and Origin is refused, or None. Memoized per instance
+        (`_refusal`): clients send the same two values on every request."""
+        host = raw_host.decode("latin-1") if raw_host is not None else None
+        origin = raw_origin.decode("latin-1") if raw_origin is not None else None
         if not self.any_host and (host is None or _hostname(host) not in self.hosts):
-            raise MisdirectedHost(f"Misdirected Request: Host {host!r} is not served here")
+            return MisdirectedHost, f"Misdirected Request: Host {host!r} is not served here"
         if origin is not None and not self.any_origin and not self._origin_allowed(origin, host):
-            raise ForbiddenOrigin(f"Forbidden: Origin {origin!r} is not allowed")
+            return ForbiddenOrigin, f"Forbidden: Origin {origin!r} is not allowed"
+        return None
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
         origin = origin.rstrip("/").lower()
@@ -84,7 +97,7 @@ def check_post_headers(request: HttpRequest) -> None:
     """A POST must accept both JSON and SSE replies and carry a JSON body (406 / 415)."""
     if not _POST_ACCEPTS <= _media_types(request.headers.get("accept", "")):
         raise NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+    if _media_type(request.headers.get("content-type", "")) != "application/json":
         raise UnsupportedMedia("Unsupported Media Type: Content-Type must be application/json")
 
 
@@ -95,9 +108,17 @@ def accepts(request: HttpRequest, media_type: str) -> bool:
 _POST_ACCEPTS = frozenset({"application/json", "text/event-stream"})
 
 
-def _media_types(accept: str) -> set[str]:
+# Memoized (bounded): a client sends the same Accept and Content-Type on every request.
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _media_types(accept: str) -> frozenset[str]:
     """The media types an Accept header lists, lower-case, without parameters."""
-    return {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    return frozenset(_media_type(part) for part in accept.split(","))
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _media_type(value: str) -> str:
+    """A media type without its parameters, lower-case."""
+    return value.split(";", 1)[0].strip().lower()
 
 
 async def read_capped_body(request: HttpRequest, cap: int) -> bytes:
