@@ -3,7 +3,6 @@ listen stream, the attribution rules (who may receive what), and the era envelop
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Protocol
 
@@ -30,7 +29,6 @@ class Call:
         "outbox",
         "client_token",
         "backend_token",
-        "timer",
         "suspended",
         "started",
     )
@@ -45,7 +43,6 @@ class Call:
         self.backend_id: RequestId = client_id
         self.client_token: Any = None
         self.backend_token: Any = None
-        self.timer: asyncio.TimerHandle | None = None
         self.started = time.monotonic()
 
 
