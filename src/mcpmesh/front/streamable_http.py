@@ -29,7 +29,7 @@ from mcpmesh.front.responses import (
     sse_response,
 )
 from mcpmesh.front.security import accepts, check_post_headers, read_capped_body
-from mcpmesh.front.session import FrontSession, SessionStore
+from mcpmesh.front.session import FirstReplyWait, FrontSession, SessionStore
 from mcpmesh.front.stateless import StatelessEndpoint
 from mcpmesh.jsonrpc import LEGACY_VERSIONS, Message, check_message, error, parse
 from mcpmesh.routing import Call
@@ -48,6 +48,7 @@ class StreamableHttpEndpoint:
         self.store = store
         self.settings = settings
         self.stateless = StatelessEndpoint(settings)
+        self.first_reply = FirstReplyWait(settings.keepalive_interval)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As a starlette route (dedicated ports): the server's name is a path parameter."""
@@ -124,7 +125,7 @@ class StreamableHttpEndpoint:
         outbox = reply.outbox
         first: Message | None = None
         try:
-            first = await outbox.get(timeout=self.settings.keepalive_interval)
+            first = await self.first_reply.first(outbox)
         except TimeoutError:
             pass  # nothing yet: stream what comes, with keep-alives
         else:
