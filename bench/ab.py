@@ -77,7 +77,23 @@ def main() -> int:
     print("|---|" + "---:|" * len(figures))
     for k in keys:
         print(f"| {k} | " + " | ".join(_spread(f[k]) for f in figures.values()) + " |")
+    if len(figures) >= 2:
+        _paired(figures, keys)
     return 0
+
+
+def _paired(figures: dict[str, dict[str, list[float]]], keys: list[str]) -> None:
+    """The first ref against the second, alternation by alternation: the machine's speed drifts
+    between alternations, so the ratio within one, and how many favour each ref, is steadier
+    than two medians taken apart."""
+    (a, fa), (b, fb) = list(figures.items())[:2]
+    print(f"\nPaired, {a} ÷ {b} within each alternation:")
+    print("| figure | median ratio (min-max) | alternations where it is lower |")
+    print("|---|---:|---:|")
+    for k in keys:
+        ratios = [x / y for x, y in zip(fa[k], fb[k], strict=True) if y]
+        lower = sum(x < y for x, y in zip(fa[k], fb[k], strict=True))
+        print(f"| {k} | {_spread(ratios)} | {lower} of {len(fa[k])} |")
 
 
 if __name__ == "__main__":
