@@ -214,3 +214,27 @@ def test_secret_env_must_name_a_variable_the_server_gets(tmp_path: Path) -> None
     path.write_text('[servers.x]\ncommand = "a"\nenv = { A = "1" }\nsecret_env = ["B"]\n')
     with pytest.raises(ConfigError, match=r"servers\.x\.secret_env: B is neither in `env` nor in `inherit_env`"):
         load_config(path)
+
+
+@pytest.mark.anyio
+async def test_the_event_log_keeps_the_newest_event_retention_events_while_calls_are_written() -> None:
+    async with (
+        running_mesh({"fx": echoing_server()}, event_retention=100) as mesh,
+        httpx.AsyncClient(timeout=20) as http,
+    ):
+        raw = await Raw.open(http, mesh.url("fx"), "auditor")
+        for i in range(160):
+            await raw.call_tool("echo", text=f"call {i}")
+
+        async def events() -> list[dict[str, Any]]:
+            return (await http.get(f"{mesh.base_url}/v1/events", params={"limit": 1000})).json()["events"]
+
+        with anyio.fail_after(10):  # written (and trimmed) in batches, within about half a second
+            while (await events())[-1]["kind"] != "tool_call":  # noqa: ASYNC110  # no change event to wait on
+                await anyio.sleep(0.05)
+        log = await events()
+        assert len(log) == 100  # more than 160 were written: the oldest went, the mesh still running
+        ids = [e["id"] for e in log]
+        assert ids == list(range(ids[0], ids[0] + 100))  # the newest ones, none skipped
+        assert [e["detail"]["duration_ms"] >= 0 for e in log if e["kind"] == "tool_call"].count(True) >= 90
+        await raw.close()
