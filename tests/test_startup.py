@@ -9,6 +9,7 @@ import sys
 
 import uvicorn
 
+from mcpmesh.front.http1 import Http1Protocol
 from mcpmesh.front.serving import SERVE_WITH
 
 CLIENT_ONLY = ("httpx", "rich", "mcp", "pygments")
@@ -26,4 +27,4 @@ def test_listeners_load_no_websocket_protocol() -> None:
     config = uvicorn.Config(lambda scope, receive, send: None, **SERVE_WITH)
     config.load()
     assert config.ws_protocol_class is None
-    assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
+    assert config.http_protocol_class is Http1Protocol

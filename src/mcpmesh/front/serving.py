@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# httptools named rather than "auto": the same parser wherever the mesh runs. MCP has no WebSocket
-# transport, so no WebSocket protocol either ("auto" would import one at start-up, before any
-# server is spawned). Joining each response's header block and body into one writev was tried
-# twice (bench/README.md): no difference measured, so uvicorn's protocol is used as it is.
-SERVE_WITH: dict[str, Any] = {"http": "httptools", "ws": "none"}
+from mcpmesh.front.http1 import Http1Protocol
+
+# uvicorn's server (sockets, signals, lifespan, graceful stop, proxy headers) with our HTTP/1.1
+# protocol (front/http1.py: why). MCP has no WebSocket transport, so no WebSocket protocol either
+# ("auto" would import one at start-up, before any server is spawned).
+SERVE_WITH: dict[str, Any] = {"http": Http1Protocol, "ws": "none"}
