@@ -257,7 +257,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def _fail(self, request: Request) -> None:
         request.done = True
-        if not request.started and not self.closed and self.transport is not None:
+        if not request.head_sent and not self.closed and self.transport is not None:
             self.transport.write(_plain_response(500, "Internal Server Error"))
         self._close()
 
@@ -444,7 +444,6 @@ class Request:
 
     def _head(self, body: bytes, more: bool) -> bytes:
         status = self.status
-        self.head_sent = True
         self.head_only = self.scope["method"] == "HEAD" or status in _NO_BODY_STATUS
         parts = [_status_line(status)]
         length: int | None = None
@@ -482,6 +481,7 @@ class Request:
         if length is not None and not self.head_only:
             self.left = length
         parts.append(b"\r\n")
+        self.head_sent = True
         return b"".join(parts)
 
     def _frame(self, body: bytes, more: bool) -> bytes:
