@@ -1,4 +1,4 @@
-"""MCP calls take a short way past starlette's router (McpRoute), yet keep what the long way gave
+"""MCP calls take a short way past starlette's router (MeshApp), yet keep what the long way gave
 them: the Host/Origin guard, and a 500 (with the error logged) when the gateway itself crashes;
 the /v1 API still reads X-Forwarded-For from a trusted proxy (loopback) for who asked."""
 

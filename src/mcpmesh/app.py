@@ -10,7 +10,6 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,11 +20,12 @@ from mcpmesh.catalog import difference
 from mcpmesh.config import MeshConfig
 from mcpmesh.dashboard import Dashboard
 from mcpmesh.front.dedicated import allocate_dedicated, dedicated_listeners
+from mcpmesh.front.entry import MeshApp
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
-from mcpmesh.front.security import HostOriginGuard
+from mcpmesh.front.security import HostOriginPolicy
 from mcpmesh.front.session import FrontSession, SessionStore
-from mcpmesh.front.streamable_http import McpRoute, StreamableHttpEndpoint
+from mcpmesh.front.streamable_http import StreamableHttpEndpoint
 from mcpmesh.metrics import MeshMetrics
 from mcpmesh.redact import Redactor
 from mcpmesh.registry.base import Listing
@@ -120,7 +120,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", mesh.metrics.endpoint, methods=["GET"]),
-        Route("/servers/{name}/mcp", mcp_endpoint),  # served by McpRoute unless mounted under a root_path
+        Route("/servers/{name}/mcp", mcp_endpoint),  # taken the short way (MeshApp) unless mounted under a root_path
         *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats).routes(),
         *Dashboard().routes(),
     ]
@@ -129,18 +129,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
             Route("/servers/{name}/sse", sse.stream, methods=["GET"]),
             Route("/servers/{name}/messages", sse.post, methods=["POST"]),
         ]
-    app = Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(
-                HostOriginGuard,
-                bind_host=settings.host,
-                allowed_hosts=settings.allowed_hosts,
-                allowed_origins=settings.allowed_origins,
-            ),
-            Middleware(McpRoute, endpoint=mcp_endpoint),  # inside the guard: the checks still apply
-        ],
-        lifespan=lifespan,
-    )
+    guard = HostOriginPolicy(settings.host, settings.allowed_hosts, settings.allowed_origins)
+    app = MeshApp(routes, guard, mcp_endpoint, lifespan=lifespan)
     app.state.mesh = mesh
     return app

@@ -27,8 +27,9 @@ def _hostname(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-class HostOriginGuard:
-    """Refuse a foreign Host with 421 and a foreign Origin with 403, before any MCP processing.
+class HostOriginPolicy:
+    """Which requests are refused: a foreign Host with 421 and a foreign Origin with 403, before
+    any MCP processing.
 
     Loopback names are always allowed; so is the address we are bound to when it is a specific
     one. `allowed_hosts` / `allowed_origins` add names; `"*"` in either turns that check off. An
@@ -36,8 +37,7 @@ class HostOriginGuard:
     dashboard's buttons) and passes too.
     """
 
-    def __init__(self, app: ASGIApp, bind_host: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]):
-        self.app = app
+    def __init__(self, bind_host: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]):
         hosts = {_hostname(h) for h in allowed_hosts} | LOOPBACK_NAMES
         if bind_host not in WILDCARD_BINDS:
             hosts.add(_hostname(bind_host))
@@ -48,25 +48,16 @@ class HostOriginGuard:
         self.origins = frozenset(origins)
         self._refusal = functools.lru_cache(maxsize=MEMO_SIZE)(self._judge)  # bounded: the values are the client's
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            try:
-                self._check(scope)
-            except HttpError as exc:
-                await http_error(exc)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    def _check(self, scope: Scope) -> None:
+    def refusal(self, scope: Scope) -> HttpError | None:
+        """Why this HTTP request is refused (421 or 403), or None when it may pass."""
         host = origin = None
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value
             elif name == b"origin":
                 origin = value
-        refusal = self._refusal(host, origin)
-        if refusal is not None:
-            raise refusal[0](refusal[1])
+        verdict = self._refusal(host, origin)
+        return None if verdict is None else verdict[0](verdict[1])
 
     def _judge(self, raw_host: bytes | None, raw_origin: bytes | None) -> tuple[type[HttpError], str] | None:
         """Why a request with this Host and Origin is refused, or None. Memoized per instance
@@ -91,6 +82,22 @@ class HostOriginGuard:
             # when any Host passes: a DNS-rebinding page would be "same origin" too.
             return True
         return (parts.hostname or "") in LOOPBACK_NAMES
+
+
+class HostOriginGuard:
+    """ASGI middleware refusing what the HostOriginPolicy refuses (the dedicated ports' apps)."""
+
+    def __init__(self, app: ASGIApp, bind_host: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]):
+        self.app = app
+        self.policy = HostOriginPolicy(bind_host, allowed_hosts, allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.policy.refusal(scope)
+            if refusal is not None:
+                await http_error(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def check_post_headers(request: HttpRequest) -> None:

@@ -8,5 +8,6 @@ from mcpmesh.front.http1 import Http1Protocol
 
 # uvicorn's server (sockets, signals, lifespan, graceful stop, proxy headers) with our HTTP/1.1
 # protocol (front/http1.py: why). MCP has no WebSocket transport, so no WebSocket protocol either
-# ("auto" would import one at start-up, before any server is spawned).
-SERVE_WITH: dict[str, Any] = {"http": Http1Protocol, "ws": "none"}
+# ("auto" would import one at start-up, before any server is spawned). Proxy headers are read by
+# the app for the routes that use the client's address (front/entry.py), not for every request.
+SERVE_WITH: dict[str, Any] = {"http": Http1Protocol, "ws": "none", "proxy_headers": False}

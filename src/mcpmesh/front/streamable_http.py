@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from mcpmesh.config import MeshSettings
 from mcpmesh.errors import (
@@ -193,30 +193,9 @@ async def _final_response(call: Call) -> Message:
     return last
 
 
-class McpRoute:
-    """ASGI middleware that hands /servers/<name>/mcp straight to the endpoint.
-
-    Every MCP call comes this way; starlette's exception middleware, router (a regex per route)
-    and route wrapper cost more per call than the gateway's own work on it. What sits outside this
-    middleware (Host/Origin guard, 500 on a crash) still applies. A mounted app (root_path) goes
-    the long way, through the equivalent starlette route.
-    """
-
-    def __init__(self, app: ASGIApp, endpoint: StreamableHttpEndpoint):
-        self.app = app
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            name = mcp_route_name(scope["path"])
-            if name is not None:
-                await self.endpoint.serve(name, scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def mcp_route_name(path: str) -> str | None:
-    """The server name in /servers/<name>/mcp, matched as starlette's `{name}` would be ([^/]+)."""
+    """The server name in /servers/<name>/mcp, matched as starlette's `{name}` would be ([^/]+);
+    None for any other path. MCP requests take the short way on it (front/entry.py)."""
     if path.startswith("/servers/") and path.endswith("/mcp"):
         name = path[len("/servers/") : -len("/mcp")]
         if name and "/" not in name:
