@@ -121,7 +121,7 @@ class Api:
             **{kind: len(listings[kind].names) if kind in listings else None for kind in KINDS},
             "urls": self._urls(server.name, base),
             "sessions": len(sessions),
-            "clients": sorted({_client(s.client_info) for s in sessions}),
+            "clients": sorted({s.client for s in sessions}),
             "last_error": server.last_error,
             "last_error_at": server.last_error_at,
             "circuit": _circuit(server.circuit),
@@ -239,10 +239,6 @@ def _circuit(breaker: CircuitBreaker | None) -> dict[str, Any] | None:
     if breaker is None:
         return None
     return {"state": breaker.state.value, "failures": breaker.failures, "refused": breaker.refused}
-
-
-def _client(info: dict[str, Any]) -> str:
-    return f"{info.get('name', '?')}/{info.get('version', '?')}"
 
 
 def _not_found(message: str) -> Response:

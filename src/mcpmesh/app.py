@@ -73,8 +73,7 @@ class Mesh:
 
     def _session_event(self, kind: str, session: FrontSession, reason: str) -> None:
         self.metrics.session_event(kind, session, reason)
-        client = f"{session.client_info.get('name', '?')}/{session.client_info.get('version', '?')}"
-        detail = {"session": session.id[:8], "client": client, "era": session.protocol_version}
+        detail = {"session": session.id[:8], "client": session.client, "era": session.protocol_version}
         self.registry.append(kind, session.server, **detail, **({"reason": reason} if reason else {}))
 
 

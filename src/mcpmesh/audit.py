@@ -33,9 +33,8 @@ class ToolCallAudit:
     def call_done(self, server: str, call: Call, outcome: str) -> None:
         if call.method != "tools/call":
             return
-        info = call.session.client_info
         detail = {
-            "client": f"{info.get('name', '?')}/{info.get('version', '?')}",
+            "client": call.session.client,
             "session": call.session.id[:8],
             "tool": call.name[:MAX_TOOL_NAME] if isinstance(call.name, str) else None,
             "outcome": outcome,

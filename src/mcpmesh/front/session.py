@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -170,6 +171,11 @@ class FrontSession:
     relay_to: Outbox | None = None  # legacy HTTP+SSE: the connection's one stream carries every reply
     principal: str = ""  # who is calling, for binding state handed to the client (requestState)
 
+    @functools.cached_property
+    def client(self) -> str:
+        """Who the client says it is, `name/version` (logs, events, the audit trail, the API)."""
+        return f"{self.client_info.get('name', '?')}/{self.client_info.get('version', '?')}"
+
     def call_outbox(self) -> Outbox:
         return Outbox() if self.relay_to is None else Relay(self.relay_to)
 
@@ -223,7 +229,7 @@ class SessionStore:
         if len(self._sessions) >= self.max_sessions:
             raise TooManySessions(f"Too many open sessions (limit {self.max_sessions})")
         self._sessions[session.id] = session
-        log.info("session opened %s on %s by %s", session.id[:8], session.server, _client(session))
+        log.info("session opened %s on %s by %s", session.id[:8], session.server, session.client)
         if self.on_event is not None:
             self.on_event("session_opened", session, "")
 
@@ -264,8 +270,3 @@ class SessionStore:
             for session in list(self._sessions.values()):
                 if session.is_idle() and session.last_active < deadline:
                     self.close(session, IDLE_TIMEOUT)
-
-
-def _client(session: FrontSession) -> str:
-    info = session.client_info
-    return f"{info.get('name', '?')}/{info.get('version', '?')}"
