@@ -94,7 +94,8 @@ class Http1Protocol(asyncio.Protocol):
         self.parsing: Request | None = None  # the request the parser is filling
         self.serving: Request | None = None  # the request the app has
         self.in_head = False
-        self.head_bytes = 0
+        self.head_bytes = 0  # bytes read while the head is unfinished
+        self.head_size = 0  # the head's header lines as parsed (its URL is self.url)
         self.url = b""
         self.reading_paused = False
         self.writing_paused = False
@@ -159,6 +160,7 @@ class Http1Protocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.in_head = True
         self.head_bytes = 0
+        self.head_size = 0
         self.url = b""
         self.parsing = Request(self)
 
@@ -172,11 +174,15 @@ class Http1Protocol(asyncio.Protocol):
         if name == b"expect" and value.lower() == b"100-continue":
             request.expect_continue = True
         request.headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         request = self.parsing
         assert request is not None
         self.in_head = False
+        if len(self.url) + self.head_size > MAX_HEAD_BYTES:  # whole in the read that took it over
+            self._refuse(431, "Request header fields too large")
+            return
         parser = self.parser
         url = httptools.parse_url(self.url)
         raw_path = url.path
@@ -253,7 +259,7 @@ class Http1Protocol(asyncio.Protocol):
             self._fail(request)
         elif not request.done:
             log.error("ASGI application returned without completing its response")
-            self._close()
+            self._fail(request)
 
     def _fail(self, request: Request) -> None:
         request.done = True
@@ -325,9 +331,14 @@ class Http1Protocol(asyncio.Protocol):
 
     def _refuse(self, status: int, text: str) -> None:
         log.warning("%s from %s", text, self.scope_base.get("client"))
-        if self.serving is None and not self.ready:
-            self.write(_plain_response(status, text))
-            self._close()
+        broken = self.parsing  # if its head came whole, its body never will: it is refused, not served
+        if self.ready and self.ready[-1] is broken:
+            self.ready.pop()
+        serving = self.serving
+        if not self.ready and (serving is None or serving is broken):
+            if serving is None or not serving.head_sent:
+                self.write(_plain_response(status, text))
+            self._close()  # an app reading the broken body gets http.disconnect
         else:  # answers already owed go out first; nothing more is read
             self._pause_reading()
             self.stopping = True
@@ -417,10 +428,11 @@ class Request:
             self.started = True
             self.status = message["status"]
             headers = self.response_headers = list(message.get("headers", ()))
-            # With a Content-Length the body follows at once: the head waits to go out with it. A
-            # stream's head goes now (an SSE stream may be quiet for a long while).
+            # The head waits to go out with the body. Without a Content-Length, if no body came by
+            # the loop's next turn, it is a stream, whose head goes then (an SSE stream may be
+            # quiet for a long while).
             if not any(name.lower() == b"content-length" for name, _ in headers):
-                conn.write(self._head(b"", True))
+                conn.loop.call_soon(self._stream_head)
             return
         if kind != "http.response.body":
             raise RuntimeError(f"expected http.response.body, got {kind!r}")
@@ -431,6 +443,7 @@ class Request:
         data = b"" if self.head_sent else self._head(body, more)
         if not self.head_only:
             data += self._frame(body, more)
+        self.head_sent = True  # only now: a body the framing refuses leaves the 500 to be sent
         if not more:
             self.done = True
             if self.left:  # shorter than its Content-Length: the client cannot frame what follows
@@ -481,8 +494,20 @@ class Request:
         if length is not None and not self.head_only:
             self.left = length
         parts.append(b"\r\n")
-        self.head_sent = True
         return b"".join(parts)
+
+    def _stream_head(self) -> None:
+        """No body came with a head without Content-Length: a stream, whose head goes now."""
+        if self.head_sent or self.done or self.conn.closed:
+            return
+        try:
+            head = self._head(b"", True)
+        except Exception as exc:  # a bad header from the app: answered as its failure would be
+            log.error("Invalid response head from the ASGI application", exc_info=exc)
+            self.conn._fail(self)
+            return
+        self.head_sent = True
+        self.conn.write(head)
 
     def _frame(self, body: bytes, more: bool) -> bytes:
         if self.chunked:
