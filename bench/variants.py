@@ -12,8 +12,10 @@ Tunings:
                   the gateway's samples at 32 sessions)
   asyncio-event   the Outbox's wake-up event is a plain asyncio.Event instead of anyio.Event (each
                   anyio.Event() asks sniffio which library runs, costing a getpid() syscall)
-  no-proxy-headers  uvicorn without its ProxyHeadersMiddleware (on by default; a loopback gateway
-                  behind no proxy does not need it)
+  no-proxy-headers  uvicorn without its ProxyHeadersMiddleware (since made in src/: the mesh applies
+                  proxy headers itself, only on the routes that read the client's address)
+  uvicorn-protocol  uvicorn's own httptools protocol and proxy-header rewrite instead of the mesh's
+                  HTTP/1.1 protocol (front/http1.py): what that protocol is worth, in one run
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import types
 from typing import Any
 
-TUNINGS = ("gc", "asyncio-event", "no-proxy-headers")
+TUNINGS = ("gc", "asyncio-event", "no-proxy-headers", "uvicorn-protocol")
 
 
 def apply(tunings: list[str]) -> None:
@@ -67,6 +69,11 @@ def apply(tunings: list[str]) -> None:
                 super().__init__(*args, **kwargs)
 
         uvicorn.Config = Config  # type: ignore[misc]
+
+    if "uvicorn-protocol" in tunings:
+        from mcpmesh.front.serving import SERVE_WITH
+
+        SERVE_WITH.update(http="httptools", proxy_headers=True)  # the dict every listener is configured from
 
 
 def main() -> int:

@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import anyio
 import uvicorn
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpmesh.config import MeshSettings
+from mcpmesh.front.entry import MeshApp
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
-from mcpmesh.front.security import HostOriginGuard
+from mcpmesh.front.security import HostOriginPolicy
 from mcpmesh.front.serving import SERVE_WITH
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
 from mcpmesh.registry.base import Registry
@@ -70,13 +70,8 @@ def dedicated_app(
             Route("/sse", _named(name, sse.stream), methods=["GET"]),
             Route("/messages", _named(name, sse.post), methods=["POST"]),
         ]
-    guard = Middleware(
-        HostOriginGuard,
-        bind_host=settings.host,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_origins=settings.allowed_origins,
-    )
-    return Starlette(routes=routes, middleware=[guard])
+    guard = HostOriginPolicy(settings.host, settings.allowed_hosts, settings.allowed_origins)
+    return MeshApp(routes, guard, mcp, mcp_name=lambda path: name if path == "/mcp" else None)
 
 
 def allocate_dedicated(supervisor: Supervisor, pool: PortPool, registry: Registry) -> dict[str, socket.socket]:

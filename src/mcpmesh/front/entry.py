@@ -11,7 +11,7 @@ logged and answered 500 by the HTTP protocol (front/http1.py), as the error midd
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from starlette.applications import Starlette
@@ -31,11 +31,17 @@ class MeshApp(Starlette):
     """A starlette app whose MCP route is served before any middleware but the Host/Origin check."""
 
     def __init__(
-        self, routes: Sequence[BaseRoute], guard: HostOriginPolicy, mcp: StreamableHttpEndpoint, **kwargs: Any
+        self,
+        routes: Sequence[BaseRoute],
+        guard: HostOriginPolicy,
+        mcp: StreamableHttpEndpoint,
+        mcp_name: Callable[[str], str | None] = mcp_route_name,  # the server a path's MCP requests are for
+        **kwargs: Any,
     ):
         super().__init__(routes=routes, **kwargs)
         self.guard = guard
         self.mcp = mcp
+        self.mcp_name = mcp_name
         # uvicorn types ASGI apps more narrowly than starlette does; the two agree at run time.
         proxy_headers = ProxyHeadersMiddleware(cast(Any, super().__call__), trusted_hosts=FORWARDED_ALLOW_IPS)
         self.long_way = cast(ASGIApp, proxy_headers)
@@ -48,7 +54,7 @@ class MeshApp(Starlette):
         if refusal is not None:
             await http_error(refusal)(scope, receive, send)
             return
-        name = None if scope.get("root_path") else mcp_route_name(scope["path"])
+        name = None if scope.get("root_path") else self.mcp_name(scope["path"])
         if name is not None:
             await self.mcp.serve(name, scope, receive, send)
         else:

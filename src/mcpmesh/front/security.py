@@ -8,11 +8,10 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from mcpmesh.errors import BodyTooLarge, ForbiddenOrigin, HttpError, MisdirectedHost, NotAcceptable, UnsupportedMedia
 from mcpmesh.front.request import HttpRequest
-from mcpmesh.front.responses import http_error
 
 MEMO_SIZE = 256  # distinct header values remembered per check (Host/Origin pairs, Accept, Content-Type)
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -82,22 +81,6 @@ class HostOriginPolicy:
             # when any Host passes: a DNS-rebinding page would be "same origin" too.
             return True
         return (parts.hostname or "") in LOOPBACK_NAMES
-
-
-class HostOriginGuard:
-    """ASGI middleware refusing what the HostOriginPolicy refuses (the dedicated ports' apps)."""
-
-    def __init__(self, app: ASGIApp, bind_host: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]):
-        self.app = app
-        self.policy = HostOriginPolicy(bind_host, allowed_hosts, allowed_origins)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            refusal = self.policy.refusal(scope)
-            if refusal is not None:
-                await http_error(refusal)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def check_post_headers(request: HttpRequest) -> None:
