@@ -128,7 +128,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
             Route("/servers/{name}/sse", sse.stream, methods=["GET"]),
             Route("/servers/{name}/messages", sse.post, methods=["POST"]),
         ]
-    guard = HostOriginPolicy(settings.host, settings.allowed_hosts, settings.allowed_origins)
+    guard = HostOriginPolicy.of(settings)
     app = MeshApp(routes, guard, mcp_endpoint, lifespan=lifespan)
     app.state.mesh = mesh
     return app

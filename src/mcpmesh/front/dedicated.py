@@ -70,7 +70,7 @@ def dedicated_app(
             Route("/sse", _named(name, sse.stream), methods=["GET"]),
             Route("/messages", _named(name, sse.post), methods=["POST"]),
         ]
-    guard = HostOriginPolicy(settings.host, settings.allowed_hosts, settings.allowed_origins)
+    guard = HostOriginPolicy.of(settings)
     return MeshApp(routes, guard, mcp, mcp_name=lambda path: name if path == "/mcp" else None)
 
 

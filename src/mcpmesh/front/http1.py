@@ -93,7 +93,6 @@ class Http1Protocol(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
-        self.task: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,9 +107,9 @@ class Http1Protocol(asyncio.Protocol):
             "scheme": "https" if ssl else "http",
             "root_path": self.root_path,
         }
-        self.task = self.loop.create_task(self._serve())
-        self.server_state.tasks.add(self.task)
-        self.task.add_done_callback(self.server_state.tasks.discard)
+        task = self.loop.create_task(self._serve())
+        self.server_state.tasks.add(task)
+        task.add_done_callback(self.server_state.tasks.discard)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -253,8 +252,8 @@ class Http1Protocol(asyncio.Protocol):
 
     def fail(self, request: Request) -> None:
         request.done = True
-        if not request.head_sent and not self.closed and self.transport is not None:
-            self.transport.write(_plain_response(500, "Internal Server Error"))
+        if not request.head_sent:
+            self.write(_plain_response(500, "Internal Server Error"))
         self.close()
 
     def _went_idle(self) -> None:

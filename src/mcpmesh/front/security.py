@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from starlette.requests import ClientDisconnect
 from starlette.types import Scope
 
+from mcpmesh.config import MeshSettings
 from mcpmesh.errors import BodyTooLarge, ForbiddenOrigin, HttpError, MisdirectedHost, NotAcceptable, UnsupportedMedia
 from mcpmesh.front.request import HttpRequest
 
@@ -46,6 +47,10 @@ class HostOriginPolicy:
         self.any_origin = "*" in origins
         self.origins = frozenset(origins)
         self._refusal = functools.lru_cache(maxsize=MEMO_SIZE)(self._judge)  # bounded: the values are the client's
+
+    @classmethod
+    def of(cls, settings: MeshSettings) -> HostOriginPolicy:
+        return cls(settings.host, settings.allowed_hosts, settings.allowed_origins)
 
     def refusal(self, scope: Scope) -> HttpError | None:
         """Why this HTTP request is refused (421 or 403), or None when it may pass."""
