@@ -37,12 +37,12 @@ import uvicorn
 from bench.contenders import backend_argv
 from bench.procs import free_port
 from mcpmesh.app import create_app
+from mcpmesh.backend.process import ChildProcess
 from mcpmesh.backend.upstream import Upstream
-from mcpmesh.cli import GC_THRESHOLDS
+from mcpmesh.cli.up import GC_THRESHOLDS
 from mcpmesh.config import MeshConfig
-from mcpmesh.front.http1 import Http1Protocol
-from mcpmesh.front.serving import SERVE_WITH
-from mcpmesh.process import ChildProcess
+from mcpmesh.front.http1.connection import Http1Protocol
+from mcpmesh.front.uvicorn_options import SERVE_WITH
 
 SEGMENTS = ("client -> mesh", "mesh, way in", "server", "mesh, way out", "mesh -> client")
 

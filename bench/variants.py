@@ -46,13 +46,13 @@ def apply(tunings: list[str]) -> None:
             return made
 
         app.create_app = create_app_then_freeze
-        import mcpmesh.cli
+        import mcpmesh.cli.up
 
-        mcpmesh.cli.create_app = create_app_then_freeze  # type: ignore[attr-defined]
+        mcpmesh.cli.up.create_app = create_app_then_freeze  # type: ignore[attr-defined]
     if "asyncio-event" in tunings:
         import anyio
 
-        from mcpmesh.front import session
+        from mcpmesh.router import session
 
         shim = types.ModuleType("anyio_with_asyncio_event")
         shim.__dict__.update({k: getattr(anyio, k) for k in dir(anyio) if not k.startswith("__")})
@@ -71,7 +71,7 @@ def apply(tunings: list[str]) -> None:
         uvicorn.Config = Config  # type: ignore[misc]
 
     if "uvicorn-protocol" in tunings:
-        from mcpmesh.front.serving import SERVE_WITH
+        from mcpmesh.front.uvicorn_options import SERVE_WITH
 
         SERVE_WITH.update(http="httptools", proxy_headers=True)  # the dict every listener is configured from
 
@@ -79,7 +79,7 @@ def apply(tunings: list[str]) -> None:
 def main() -> int:
     tunings = [t for t in sys.argv[1].split(",") if t]
     apply(tunings)
-    from mcpmesh.cli import main as mesh_main
+    from mcpmesh.cli.main import main as mesh_main
 
     return mesh_main(sys.argv[2:])
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from mcpmesh.app import Mesh, create_app
 from mcpmesh.config import MeshConfig
-from mcpmesh.front.serving import SERVE_WITH
+from mcpmesh.front.uvicorn_options import SERVE_WITH
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcpmesh.openapi import OPENAPI
+from mcpmesh.api.openapi import OPENAPI
 from tests.conftest import conformance_server, running_mesh
 
 pytestmark = pytest.mark.anyio

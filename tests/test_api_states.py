@@ -13,7 +13,8 @@ import httpx
 import mcp
 import pytest
 
-from mcpmesh.supervisor import ServerBase, SharedServer, State
+from mcpmesh.supervision.server import ServerBase, State
+from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh
 
 pytestmark = pytest.mark.anyio

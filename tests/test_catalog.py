@@ -11,7 +11,7 @@ import mcp
 import mcp_types as types
 import pytest
 
-from mcpmesh.supervisor import SharedServer
+from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import RunningMesh, everything_server, fixture_server, running_mesh
 
 pytestmark = pytest.mark.anyio

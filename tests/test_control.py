@@ -12,7 +12,9 @@ import httpx
 import mcp
 import pytest
 
-from mcpmesh.supervisor import PerSessionServer, ServerBase, SharedServer, State
+from mcpmesh.supervision.per_session import PerSessionServer
+from mcpmesh.supervision.server import ServerBase, State
+from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import RunningMesh, conformance_server, running_mesh
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from mcpmesh.dashboard import CSP
-from mcpmesh.supervisor import SharedServer
+from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import ROOT, RunningMesh, conformance_server, fixture_server, running_mesh
 from tests.test_metrics import Raw
 

@@ -23,7 +23,8 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 
-from mcpmesh.supervisor import ServerBase, SharedServer, State
+from mcpmesh.supervision.server import ServerBase, State
+from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import RunningMesh, fixture_server, running_mesh
 from tests.fixtures.faulty_server import big_text
 from tests.test_process import descendants, reaped, wait_gone

@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcpmesh.front.http1 import MAX_HEAD_BYTES, PIPELINE_DEPTH
-from mcpmesh.front.serving import SERVE_WITH
+from mcpmesh.front.http1.connection import MAX_HEAD_BYTES, PIPELINE_DEPTH
+from mcpmesh.front.uvicorn_options import SERVE_WITH
 from tests.conftest import conformance_server, running_mesh
 
 pytestmark = pytest.mark.anyio

@@ -21,8 +21,8 @@ import pytest
 
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError
-from mcpmesh.logs import RedactingFilter, configure
-from mcpmesh.redact import Redactor
+from mcpmesh.observe.logs import RedactingFilter, configure
+from mcpmesh.observe.redact import Redactor
 from tests.conftest import PYTHON, fixture_server, running_mesh
 from tests.test_metrics import Raw
 from tests.test_shutdown import free_port, toml_value

@@ -14,8 +14,9 @@ import pytest
 
 from mcpmesh.app import Mesh
 from mcpmesh.config import MeshConfig
-from mcpmesh.metrics import MAX_CLIENTS, MAX_TOOLS, OTHER, BoundedLabel
-from mcpmesh.supervisor import SharedServer, State
+from mcpmesh.observe.metrics import MAX_CLIENTS, MAX_TOOLS, OTHER, BoundedLabel
+from mcpmesh.supervision.server import State
+from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh
 
 pytestmark = pytest.mark.anyio

@@ -23,8 +23,8 @@ from typing import cast
 import anyio
 import pytest
 
-from mcpmesh import process
-from mcpmesh.process import ChildProcess, child_environment
+from mcpmesh.backend import process
+from mcpmesh.backend.process import ChildProcess, child_environment
 from tests.conftest import FIXTURES, PYTHON
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mcpmesh.registry.ports import PortPool, PortPoolExhausted, PortRange
+from mcpmesh.errors import PortPoolExhausted
+from mcpmesh.registry.ports import PortPool, PortRange
 from mcpmesh.registry.sqlite import SCHEMA_VERSION, SqliteRegistry
 
 HOST = "127.0.0.1"

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpmesh.backend.remote import encode_header_value
 from mcpmesh.backend.sse import sse_messages
-from mcpmesh.supervisor import ServerBase, State
+from mcpmesh.supervision.server import ServerBase, State
 from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh
 
 pytestmark = pytest.mark.anyio

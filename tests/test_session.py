@@ -5,7 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mcpmesh.front.session import FirstReplyWait, Outbox
+from mcpmesh.front.first_reply import FirstReplyWait
+from mcpmesh.router.outbox import Outbox
 
 pytestmark = pytest.mark.anyio
 

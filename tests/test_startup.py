@@ -9,14 +9,14 @@ import sys
 
 import uvicorn
 
-from mcpmesh.front.http1 import Http1Protocol
-from mcpmesh.front.serving import SERVE_WITH
+from mcpmesh.front.http1.connection import Http1Protocol
+from mcpmesh.front.uvicorn_options import SERVE_WITH
 
 CLIENT_ONLY = ("httpx", "rich", "mcp", "pygments")
 
 
 def test_the_up_command_imports_no_client_libraries() -> None:
-    code = "import sys, mcpmesh.cli; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    code = "import sys, mcpmesh.cli.main; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     loaded = set(out.stdout.split())
     assert "uvicorn" in loaded and "mcpmesh" in loaded  # the probe itself works

@@ -6,8 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from mcpmesh.routing import Call, Outcome
-from mcpmesh.stats import BINS, FLOOR, RECENT, STEP, WINDOW, TrafficStats, bin_of, upper_edge
+from mcpmesh.observe.stats import BINS, FLOOR, RECENT, STEP, WINDOW, TrafficStats, bin_of, upper_edge
+from mcpmesh.router.outcomes import Outcome
+from mcpmesh.router.session import Call
 from tests.conftest import fixture_server, running_mesh
 from tests.test_metrics import Raw
 

@@ -17,8 +17,9 @@ import httpx
 import mcp
 import pytest
 
-from mcpmesh.supervisor import SharedServer, State
-from mcpmesh.validate import Check, Validator
+from mcpmesh.cli.validate import Check, Validator
+from mcpmesh.supervision.server import State
+from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh, time_server
 
 pytestmark = pytest.mark.anyio

@@ -1,5 +1,5 @@
 """`python -m mcpmesh`."""
 
-from mcpmesh.cli import main
+from mcpmesh.cli.main import main
 
 raise SystemExit(main())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,9 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mcpmesh.api import Api
-from mcpmesh.audit import ToolCallAudit
-from mcpmesh.catalog import difference
+from mcpmesh.api.routes import Api
 from mcpmesh.config import MeshConfig
 from mcpmesh.dashboard import Dashboard
 from mcpmesh.front.dedicated import allocate_dedicated, dedicated_listeners
@@ -24,15 +21,18 @@ from mcpmesh.front.entry import MeshApp
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
 from mcpmesh.front.security import HostOriginPolicy
-from mcpmesh.front.session import FrontSession, SessionStore
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
-from mcpmesh.metrics import MeshMetrics
-from mcpmesh.redact import Redactor
+from mcpmesh.observe.audit import ToolCallAudit
+from mcpmesh.observe.metrics import MeshMetrics
+from mcpmesh.observe.redact import Redactor
+from mcpmesh.observe.stats import TrafficStats
 from mcpmesh.registry.base import Listing
 from mcpmesh.registry.ports import PortPool
 from mcpmesh.registry.sqlite import SqliteRegistry
-from mcpmesh.stats import TrafficStats
-from mcpmesh.supervisor import State, Supervisor
+from mcpmesh.router.catalog import difference
+from mcpmesh.router.session import ClientSession, SessionStore
+from mcpmesh.supervision.server import Reporting, State
+from mcpmesh.supervision.supervisor import Supervisor
 
 OnStarted = Callable[[Supervisor], Awaitable[None]]
 
@@ -48,20 +48,21 @@ class Mesh:
         self.config = config
         self.registry = SqliteRegistry(Path(settings.state_dir) / REGISTRY_FILE)
         self.pool = PortPool(self.registry, settings.port_range, settings.host, settings.port_release_grace)
-        self.store = SessionStore(settings.max_sessions, settings.session_idle_timeout)
-        self.supervisor = Supervisor(config, self.store)
         self.redact = Redactor.from_config(config)
-        self.metrics = MeshMetrics(self.supervisor, self.store, self.pool)
+        self.metrics = MeshMetrics(config.servers)
         self.audit = ToolCallAudit(self.registry, settings.event_retention)
-        self.stats = TrafficStats(self.supervisor.servers)
-        self.store.on_event = self._session_event
+        self.stats = TrafficStats(config.servers)
+        self.store = SessionStore(settings.max_sessions, settings.session_idle_timeout, on_event=self._session_event)
+        reporting = Reporting(
+            events=self.registry.append,
+            save_listing=self._save_listing,
+            redact=self.redact,
+            observers=(self.metrics, self.audit, self.stats),
+        )
+        self.supervisor = Supervisor(config, self.store, reporting)
+        self.metrics.watch(self.supervisor, self.store, self.pool)
         self.instance = secrets.token_hex(6)  # tells this mesh from another one answering on a port
         self.dedicated: dict[str, uvicorn.Server] = {}  # the listener on each server's own port
-        for name, server in self.supervisor.servers.items():
-            server.record = functools.partial(self.registry.append, server=name)
-            server.save_listing = functools.partial(self._save_listing, name)
-            server.redact = self.redact
-            server.observers += [self.metrics, self.audit, self.stats]
 
     def _save_listing(self, server: str, listing: Listing) -> None:
         """Keep a list whose content differs from what the registry holds, and say what changed."""
@@ -71,7 +72,7 @@ class Mesh:
         self.registry.put_listing(server, listing)
         self.registry.append("catalog_changed", server, **difference(before, listing))
 
-    def _session_event(self, kind: str, session: FrontSession, reason: str) -> None:
+    def _session_event(self, kind: str, session: ClientSession, reason: str) -> None:
         self.metrics.session_event(kind, session, reason)
         detail = {"session": session.id[:8], "client": session.client, "era": session.protocol_version}
         self.registry.append(kind, session.server, **detail, **({"reason": reason} if reason else {}))
@@ -81,19 +82,20 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
     mesh = Mesh(config)
     settings = config.mesh
 
-    mcp_endpoint = StreamableHttpEndpoint(mesh.supervisor, mesh.store, settings)
-    sse = LegacySseEndpoint(mesh.supervisor, mesh.store, settings) if settings.legacy_sse else None
+    mcp_endpoint = StreamableHttpEndpoint(mesh.supervisor.servers, mesh.store, settings)
+    sse = LegacySseEndpoint(mesh.supervisor.servers, mesh.store, settings) if settings.legacy_sse else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dedicated = {name for name in config.servers if config.wants_dedicated_port(name)}
         for holder, port in mesh.pool.release_all_but(dedicated):
             mesh.registry.append("port_released", holder, port=port)
-        sockets = allocate_dedicated(mesh.supervisor, mesh.pool, mesh.registry)
+        wanted = [name for name in config.servers if name in dedicated]  # in config order, as ports are handed out
+        sockets, blocked = allocate_dedicated(wanted, settings.host, mesh.pool, mesh.registry)
         try:
             async with (
                 mesh.audit.run(),  # entered first, left last: it writes the calls the stop ended
-                mesh.supervisor.run() as supervisor,
+                mesh.supervisor.run(blocked) as supervisor,
                 dedicated_listeners(sockets, mcp_endpoint, sse, settings, mesh.instance) as mesh.dedicated,
             ):
                 if on_started is not None:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from mcpmesh.errors import ConfigError
+from mcpmesh.errors import ConfigError, HeaderError
 from mcpmesh.registry.ports import PortRange
 
 MiB = 1024 * 1024
@@ -124,14 +124,6 @@ class ServerConfig(_Strict):
                 if key in self.model_fields_set:
                     raise _at(key, "applies only to remote (`url`) servers")
         return self
-
-
-class HeaderError(ValueError):
-    """A configured header cannot be built; `problem` never contains its value."""
-
-    def __init__(self, name: str, problem: str):
-        super().__init__(f"header {name}: {problem}")
-        self.name, self.problem = name, problem
 
 
 def expand_header(name: str, template: str, environ: Mapping[str, str] | None = None) -> str:

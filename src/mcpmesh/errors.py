@@ -1,7 +1,9 @@
-"""The one error tree: every error knows its JSON-RPC code and HTTP status.
+"""The one error tree: every exception mcpmesh raises sits under MeshError, and each knows how it
+goes on the wire (JSON-RPC code, HTTP status). Codes are named here (and in jsonrpc.py) only.
 
 MeshError
 ├── ConfigError              a config file is wrong (file, key, line, what)
+├── HeaderError              a remote server's configured header cannot be built (never shows its value)
 ├── HttpError                refused at the HTTP layer, before any MCP processing
 │   ├── ForbiddenOrigin      403  foreign Origin
 │   ├── MisdirectedHost      421  foreign Host (DNS rebinding)
@@ -18,11 +20,24 @@ MeshError
 │   ├── InvalidRequest       -32600
 │   ├── MethodNotFound       -32601
 │   ├── InvalidParams        -32602
+│   ├── InternalError        -32603
+│   ├── ResourceNotFound     -32002  (handshake era; -32602 from 2026-07-28 on)
+│   ├── HeaderMismatch       -32020  a 2026-07-28 Mcp-* header disagrees with the body
+│   ├── MissingCapability    -32021  the client did not declare a capability the request needs
+│   ├── UnsupportedVersion   -32022  a 2026-07-28 request names a revision not served here
+│   ├── RequestCancelled     -32800  the request was cancelled
 │   └── BackendError         -3205x: the backend process failed this request
 │       ├── BackendExited    the process died with the request in flight
 │       ├── BackendTimeout   no answer within the request timeout
-│       └── BackendUnavailable  not running (starting, restarting, failed)
-└── SpawnError               a server process could not be started
+│       ├── BackendUnavailable  not running (starting, restarting, failed)
+│       ├── CircuitOpen      refused at once while the process's circuit is open
+│       └── ListRefused      the server answered a list request with an error
+├── StateRejected            a requestState is forged, tampered with, expired or someone else's
+├── PortPoolExhausted        no port of the dedicated-port range can be handed out
+├── ServerBlocked            an operator asked to start a server that cannot run
+├── SpawnError               a server process could not be started
+├── MeshUnreachable          the CLI could not get an answer from the running mesh
+└── ValidationGap            `mcpmesh validate`: what answered differs from what the registry claims
 """
 
 from __future__ import annotations
@@ -41,6 +56,14 @@ class ConfigError(MeshError):
         self.path, self.problem, self.key, self.line = path, problem, key, line
         where = path + (f":{line}" if line else "")
         super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+class HeaderError(MeshError):
+    """A configured header cannot be built; `problem` never contains its value."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"header {name}: {problem}")
+        self.name, self.problem = name, problem
 
 
 class HttpError(MeshError):
@@ -122,6 +145,30 @@ class InvalidParams(JsonRpcError):
     code = -32602
 
 
+class InternalError(JsonRpcError):
+    code = -32603
+
+
+class ResourceNotFound(JsonRpcError):
+    code = -32002
+
+
+class HeaderMismatch(JsonRpcError):
+    code = -32020
+
+
+class MissingCapability(JsonRpcError):
+    code = -32021
+
+
+class UnsupportedVersion(JsonRpcError):
+    code = -32022
+
+
+class RequestCancelled(JsonRpcError):
+    code = -32800
+
+
 class BackendError(JsonRpcError):
     code = -32050
 
@@ -144,9 +191,29 @@ class CircuitOpen(BackendError):
     code = -32053
 
 
+class ListRefused(BackendError):
+    """The server answered a list request with an error."""
+
+
+class StateRejected(MeshError):
+    """The requestState is forged, tampered with, expired, or someone else's."""
+
+
+class PortPoolExhausted(MeshError):
+    """No port of the range can be handed out."""
+
+
 class ServerBlocked(MeshError):
     """An operator asked to start a server that cannot run (e.g. its dedicated port is not to be had)."""
 
 
 class SpawnError(MeshError):
     """The server's command could not be started (not found, not executable)."""
+
+
+class MeshUnreachable(MeshError):
+    """The mesh did not answer (or answered with an error), with what to tell the user."""
+
+
+class ValidationGap(MeshError):
+    """What answered differs from what the registry claims."""

@@ -11,16 +11,6 @@ from mcpmesh.errors import InvalidRequest, ParseError
 Message = dict[str, Any]
 RequestId = int | str
 
-LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
-"""Handshake-era revisions the HTTP front negotiates, newest first."""
-MODERN_VERSION = "2026-07-28"
-
-META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
-META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
-META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
-META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
-META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
-
 
 def parse(data: bytes) -> Any:
     """Parse one JSON document or raise ParseError."""
@@ -86,8 +76,3 @@ def params_of(msg: Message) -> dict[str, Any]:
 def meta_of(msg: Message) -> dict[str, Any]:
     meta = params_of(msg).get("_meta")
     return meta if isinstance(meta, dict) else {}
-
-
-def negotiate_version(requested: Any) -> str:
-    """The client's version if served here, else the newest we serve (spec lifecycle rule)."""
-    return requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]

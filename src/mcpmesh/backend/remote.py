@@ -22,19 +22,11 @@ import orjson
 
 from mcpmesh import __version__
 from mcpmesh.backend.sse import read_capped, sse_messages
-from mcpmesh.config import HeaderError, ServerConfig, expand_header
-from mcpmesh.errors import BackendError, BackendUnavailable, MethodNotFound, SpawnError
-from mcpmesh.front.modern import NAME_BEARING, ParamHeaders, param_headers
-from mcpmesh.jsonrpc import (
-    META_PROTOCOL_VERSION,
-    Message,
-    RequestId,
-    error,
-    is_request,
-    is_valid_id,
-    meta_of,
-    params_of,
-)
+from mcpmesh.config import ServerConfig, expand_header
+from mcpmesh.errors import BackendError, BackendUnavailable, HeaderError, MethodNotFound, SpawnError
+from mcpmesh.jsonrpc import Message, RequestId, error, is_request, is_valid_id, meta_of, params_of
+from mcpmesh.protocol.envelope import META_PROTOCOL_VERSION
+from mcpmesh.protocol.requests import NAME_BEARING, ParamHeaders, param_headers
 
 CONNECT_TIMEOUT = 10.0  # a reachable server accepts a connection (TCP and TLS) well within this
 WRITE_TIMEOUT = 30.0  # sending one request body; a stalled upload means a broken connection
@@ -48,7 +40,7 @@ SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 POST_ACCEPT = "application/json, text/event-stream"
 _HEADER_SAFE = re.compile(r"^[\x20-\x7E]*$")
-_SESSION_ID = re.compile(r"^[\x21-\x7E]+$")  # what a session id may hold (MCP-NOTES §2.1)
+_SESSION_ID = re.compile(r"^[\x21-\x7E]+$")  # what a session id may hold (2025-11-25 transports, Session Management)
 _SENTINEL = re.compile(r"^=\?base64\?.*\?=$")
 
 log = logging.getLogger("mcpmesh.remote")
@@ -462,7 +454,7 @@ class RemoteConnection:
 
 def mirrored_params(arguments: object, declared: ParamHeaders | None) -> dict[str, str]:
     """The Mcp-Param-* headers a 2026-07-28 tools/call must carry: each argument the tool's
-    schema marks with `x-mcp-header`, as text (MCP-NOTES §2.2)."""
+    schema marks with `x-mcp-header`, as text (2026-07-28 Streamable HTTP, custom headers)."""
     if not declared or not isinstance(arguments, dict):
         return {}
     headers: dict[str, str] = {}
@@ -476,7 +468,8 @@ def mirrored_params(arguments: object, declared: ParamHeaders | None) -> dict[st
 
 
 def encode_header_value(value: str) -> str:
-    """A value as an Mcp-* header: verbatim when header-safe, else `=?base64?…?=` (MCP-NOTES §2.2)."""
+    """A value as an Mcp-* header: verbatim when header-safe, else `=?base64?…?=` (2026-07-28
+    Streamable HTTP, custom headers)."""
     if _HEADER_SAFE.match(value) and value == value.strip() and not _SENTINEL.match(value):
         return value
     return f"=?base64?{base64.b64encode(value.encode('utf-8')).decode('ascii')}?="

@@ -10,26 +10,21 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from mcpmesh import __version__
 from mcpmesh.backend.connection import Connection
 from mcpmesh.errors import BackendExited, BackendTimeout, JsonRpcError
-from mcpmesh.jsonrpc import (
-    LEGACY_VERSIONS,
-    META_CLIENT_CAPABILITIES,
-    META_CLIENT_INFO,
-    META_PROTOCOL_VERSION,
+from mcpmesh.jsonrpc import Message, is_valid_id
+from mcpmesh.protocol.envelope import (
+    GATEWAY_INFO,
     META_SERVER_INFO,
-    MODERN_VERSION,
-    Message,
-    is_valid_id,
+    modern_meta,
 )
+from mcpmesh.protocol.versions import LEGACY_VERSIONS, MODERN_VERSION
 
 Era = Literal["legacy", "modern"]
 
 # The gateway's own requests that cannot make a server emit logs or requests on someone's behalf.
 _INERT_METHODS = frozenset({"ping", "server/discover", "tools/list", "prompts/list", "resources/list"})
 PROBE_TIMEOUT = 10.0  # a handshake-era server answers an unknown method at once; silence means legacy
-GATEWAY_INFO = {"name": "mcpmesh", "version": __version__}
 # What the gateway declares to a handshake-era backend: it can route these to the one client that
 # caused them, and answers the backend with an error when it cannot.
 GATEWAY_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}}
@@ -167,7 +162,8 @@ class Upstream:
             self.own_calls_with_side_effects -= side_effects
 
     async def probe(self, timeout: float) -> Era:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
-        """Detect the era with a server/discover probe (MCP-NOTES §4); remembered for the process."""
+        """Detect the era with a server/discover probe (2026-07-28 stdio transport, backward
+        compatibility); remembered for the process."""
         self.era = "modern" if await self._probe_modern(min(PROBE_TIMEOUT, timeout)) else "legacy"
         return self.era
 
@@ -223,14 +219,6 @@ class Upstream:
         else:
             info = self.server_result.get("serverInfo")
         return info if isinstance(info, dict) else {"name": self.name, "version": "unknown"}
-
-
-def modern_meta(capabilities: dict[str, Any], client_info: dict[str, Any] | None) -> dict[str, Any]:
-    """The per-request `_meta` envelope a 2026-07-28 server expects."""
-    meta: dict[str, Any] = {META_PROTOCOL_VERSION: MODERN_VERSION, META_CLIENT_CAPABILITIES: capabilities}
-    if client_info:
-        meta[META_CLIENT_INFO] = client_info
-    return meta
 
 
 def _is_modern_error(reply: Message) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import anyio
 import uvicorn
@@ -17,14 +17,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpmesh.config import MeshSettings
+from mcpmesh.errors import PortPoolExhausted
 from mcpmesh.front.entry import MeshApp
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.security import HostOriginPolicy
-from mcpmesh.front.serving import SERVE_WITH
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
+from mcpmesh.front.uvicorn_options import SERVE_WITH
 from mcpmesh.registry.base import Registry
-from mcpmesh.registry.ports import PortPool, PortPoolExhausted
-from mcpmesh.supervisor import Supervisor
+from mcpmesh.registry.ports import PortPool
 
 LISTEN_BACKLOG = 2048
 log = logging.getLogger("mcpmesh.ports")
@@ -74,27 +74,28 @@ def dedicated_app(
     return MeshApp(routes, guard, mcp, mcp_name=lambda path: name if path == "/mcp" else None)
 
 
-def allocate_dedicated(supervisor: Supervisor, pool: PortPool, registry: Registry) -> dict[str, socket.socket]:
-    """Before the servers start: a listening socket for every server that wants its own port. A
-    server whose port cannot be had is blocked with the reason (it goes to `failed`); others run."""
+def allocate_dedicated(
+    names: Iterable[str], host: str, pool: PortPool, registry: Registry
+) -> tuple[dict[str, socket.socket], dict[str, str]]:
+    """Before the servers start: a listening socket for every server named that wants its own port,
+    and why each server whose port cannot be had may not run (it goes to `failed`; others run)."""
     sockets: dict[str, socket.socket] = {}
-    for name, server in supervisor.servers.items():
-        if not supervisor.config.wants_dedicated_port(name):
-            continue
+    blocked: dict[str, str] = {}
+    for name in names:
         try:
             port = pool.allocate(name)
-            sockets[name] = _listen(supervisor.config.mesh.host, port)
+            sockets[name] = _listen(host, port)
         except PortPoolExhausted as exc:
-            server.blocked = str(exc)
+            blocked[name] = str(exc)
             registry.append("port_exhausted", name, reason=str(exc))
             continue
         except OSError as exc:  # taken between the bind test and now
-            server.blocked = f"dedicated port {port}: {exc.strerror or exc}"
+            blocked[name] = f"dedicated port {port}: {exc.strerror or exc}"
             continue
         pool.serve(name, port)
         registry.append("port_allocated", name, port=port)
         log.info("%s: dedicated port %d", name, port)
-    return sockets
+    return sockets, blocked
 
 
 @contextlib.asynccontextmanager

@@ -21,9 +21,10 @@ from mcpmesh.errors import (
 )
 from mcpmesh.front.responses import accepted, http_error, json_response, rpc_error, sse_events, sse_response
 from mcpmesh.front.security import read_capped_body
-from mcpmesh.front.session import FrontSession, Outbox, SessionStore
+from mcpmesh.front.served import ServedServer, Servers
 from mcpmesh.jsonrpc import Message, check_message, error, parse
-from mcpmesh.supervisor import ServerBase, Supervisor
+from mcpmesh.router.outbox import Outbox
+from mcpmesh.router.session import ClientSession, SessionStore
 
 
 class Connection:
@@ -33,12 +34,12 @@ class Connection:
         self.id = secrets.token_urlsafe(24)
         self.server = server
         self.outbox = Outbox()
-        self.session: FrontSession | None = None
+        self.session: ClientSession | None = None
 
 
 class LegacySseEndpoint:
-    def __init__(self, supervisor: Supervisor, store: SessionStore, settings: MeshSettings):
-        self.supervisor = supervisor
+    def __init__(self, servers: Servers, store: SessionStore, settings: MeshSettings):
+        self.servers = servers
         self.store = store
         self.settings = settings
         self.connections: dict[str, Connection] = {}
@@ -97,10 +98,10 @@ class LegacySseEndpoint:
             conn.outbox.push(error(msg["id"], exc.code, exc.message, exc.data))
             return accepted()
 
-    async def _handle(self, server: ServerBase, conn: Connection, msg: Message) -> Response:
+    async def _handle(self, server: ServedServer, conn: Connection, msg: Message) -> Response:
         if msg.get("method") == "initialize" and "id" in msg:
             if conn.session is not None:
-                conn.outbox.push(error(msg["id"], -32600, "Invalid Request: already initialized"))
+                conn.outbox.push(error(msg["id"], InvalidRequest.code, "Invalid Request: already initialized"))
                 return accepted()
             conn.session, reply = await server.open_session(msg, relay_to=conn.outbox)
             if isinstance(reply, dict):
@@ -108,7 +109,7 @@ class LegacySseEndpoint:
             return accepted()
         session = conn.session
         if session is None or session.closed:
-            return json_response(error(msg.get("id"), -32600, "Bad Request: initialize first"), 400)
+            return json_response(error(msg.get("id"), InvalidRequest.code, "Bad Request: initialize first"), 400)
         session.touch()
         if "method" not in msg:
             await session.mux.handle_response(session, msg)
@@ -120,8 +121,8 @@ class LegacySseEndpoint:
                 conn.outbox.push(reply)
         return accepted()
 
-    def _server(self, request: Request) -> ServerBase:
-        server = self.supervisor.servers.get(request.path_params["name"])
+    def _server(self, request: Request) -> ServedServer:
+        server = self.servers.get(request.path_params["name"])
         if server is None:
             raise SessionNotFound("Not Found: no such server")
         return server

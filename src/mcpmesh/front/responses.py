@@ -11,8 +11,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mcpmesh.errors import HttpError, JsonRpcError
-from mcpmesh.front.session import Outbox
 from mcpmesh.jsonrpc import Message, error
+from mcpmesh.router.outbox import Outbox
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",

@@ -9,8 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcpmesh.config import MeshSettings
-from mcpmesh.errors import InvalidRequest, JsonRpcError, MethodNotAllowed
-from mcpmesh.front.modern import Rejection, discover_result, status_for, validate_param_headers, validate_request
+from mcpmesh.errors import InvalidParams, InvalidRequest, JsonRpcError, MethodNotAllowed
 from mcpmesh.front.responses import (
     accepted,
     first_or_disconnect,
@@ -20,22 +19,16 @@ from mcpmesh.front.responses import (
     sse_response,
 )
 from mcpmesh.front.security import check_post_headers, read_capped_body
-from mcpmesh.front.session import FrontSession
-from mcpmesh.jsonrpc import (
-    META_CLIENT_CAPABILITIES,
-    META_CLIENT_INFO,
-    META_LOG_LEVEL,
-    MODERN_VERSION,
-    Message,
-    check_message,
-    error,
-    params_of,
-    parse,
-    result,
-)
-from mcpmesh.router import Multiplexer
-from mcpmesh.routing import LOG_LEVELS, META_SUBSCRIPTION_ID, Call, Listener
-from mcpmesh.supervisor import PerSessionServer, ServerBase, SharedServer
+from mcpmesh.front.served import ServedServer
+from mcpmesh.jsonrpc import Message, check_message, error, params_of, parse, result
+from mcpmesh.protocol.envelope import META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_SUBSCRIPTION_ID
+from mcpmesh.protocol.log_levels import LOG_LEVELS
+from mcpmesh.protocol.requests import status_for, validate_param_headers, validate_request
+from mcpmesh.protocol.results import discover_result
+from mcpmesh.protocol.versions import MODERN_VERSION
+from mcpmesh.router.multiplexer import Multiplexer
+from mcpmesh.router.session import Call, ClientSession
+from mcpmesh.router.subscriptions import Listener
 
 CLOSED_BY_CLIENT = "the client closed the response stream"
 
@@ -46,7 +39,7 @@ class StatelessEndpoint:
     def __init__(self, settings: MeshSettings):
         self.settings = settings
 
-    async def handle(self, request: Request, server: ServerBase) -> Response:
+    async def handle(self, request: Request, server: ServedServer) -> Response:
         if request.method != "POST":
             raise MethodNotAllowed("Method Not Allowed: 2026-07-28 requests are POST only", {"Allow": "POST"})
         check_post_headers(request)
@@ -60,34 +53,25 @@ class StatelessEndpoint:
             return accepted()  # 2026-07-28 defines no client notifications over HTTP: acknowledged, not sent on
         try:
             validate_request(msg, request.headers, request.scope["headers"])
-        except Rejection as exc:
-            return json_response(error(msg["id"], exc.code, exc.message, exc.data), exc.status)
-        if isinstance(server, PerSessionServer):
-            return await self._own_process(request, server, msg)
-        assert isinstance(server, SharedServer)
-        if msg["method"] == "tools/call":
-            try:
-                declared = server.mux.tool_params.get(params_of(msg).get("name"))  # type: ignore[arg-type]
-                validate_param_headers(msg, request.headers, declared)
-            except Rejection as exc:
-                return json_response(error(msg["id"], exc.code, exc.message, exc.data), exc.status)
-        try:
-            return await self._dispatch(request, server.mux, msg)
-        except JsonRpcError as exc:  # e.g. the server is restarting: answered with the request's id
-            return json_response(error(msg["id"], exc.code, exc.message, exc.data), status_for(exc.code))
-
-    async def _own_process(self, request: Request, server: PerSessionServer, msg: Message) -> Response:
-        """`sharing = "session"`: this request gets a process of its own, stopped once it is answered."""
+        except JsonRpcError as exc:
+            return _refused(msg, exc)
         meta: dict[str, Any] = params_of(msg)["_meta"]
         info = meta.get(META_CLIENT_INFO)
+        mux: Multiplexer | None = None
         try:
-            mux = await server.stateless(meta[META_CLIENT_CAPABILITIES], info if isinstance(info, dict) else {})
-        except JsonRpcError as exc:
-            return json_response(error(msg["id"], exc.code, exc.message, exc.data), status_for(exc.code))
-        response = await self._dispatch(request, mux, msg)
-        if not mux.calls and mux.on_idle is not None:
-            mux.on_idle()  # answered here (discover, an error): nothing will end a call later
-        return response
+            # A shared server's one router, or (sharing = "session") a process of the request's own.
+            mux = await server.router_for_request(
+                meta[META_CLIENT_CAPABILITIES], info if isinstance(info, dict) else {}
+            )
+            if msg["method"] == "tools/call":
+                declared = mux.tool_params.get(params_of(msg).get("name"))  # type: ignore[arg-type]
+                validate_param_headers(msg, request.headers, declared)
+            return await self._dispatch(request, mux, msg)
+        except JsonRpcError as exc:  # e.g. the server is restarting: answered with the request's id
+            return _refused(msg, exc)
+        finally:
+            if mux is not None and not mux.calls and mux.on_idle is not None:
+                mux.on_idle()  # answered here (discover, an error): nothing will end a call later
 
     async def _dispatch(self, request: Request, mux: Multiplexer, msg: Message) -> Response:
         if msg["method"] == "server/discover":
@@ -107,7 +91,7 @@ class StatelessEndpoint:
         """A long-lived SSE stream: the acknowledgement first, then only the requested notifications."""
         wanted = params_of(msg).get("notifications")
         if not isinstance(wanted, dict):
-            return _json(error(msg["id"], -32602, "Invalid params: params.notifications must be an object"))
+            return _json(error(msg["id"], InvalidParams.code, "Invalid params: params.notifications must be an object"))
         listener = Listener(msg["id"])
         honoured = await mux.listen(listener, wanted)
         ack = {
@@ -138,12 +122,12 @@ class StatelessEndpoint:
         )
 
 
-def _caller(server: str, msg: Message, request: Request, mux: Multiplexer) -> FrontSession:
+def _caller(server: str, msg: Message, request: Request, mux: Multiplexer) -> ClientSession:
     """A stand-in session for one stateless request, built from its `_meta` envelope."""
     meta: dict[str, Any] = params_of(msg)["_meta"]
     info = meta.get(META_CLIENT_INFO)
     level = meta.get(META_LOG_LEVEL)
-    return FrontSession(
+    return ClientSession(
         principal=_principal(request, info),
         id="",
         server=server,
@@ -167,3 +151,7 @@ def _principal(request: Request, client_info: Any) -> str:
 def _json(reply: Message) -> Response:
     err = reply.get("error")
     return json_response(reply, status_for(err["code"]) if isinstance(err, dict) else 200)
+
+
+def _refused(msg: Message, exc: JsonRpcError) -> Response:
+    return json_response(error(msg["id"], exc.code, exc.message, exc.data), status_for(exc.code))

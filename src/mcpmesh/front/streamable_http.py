@@ -12,12 +12,14 @@ from starlette.types import Receive, Scope, Send
 from mcpmesh.config import MeshSettings
 from mcpmesh.errors import (
     HttpError,
+    InternalError,
     InvalidRequest,
     JsonRpcError,
     MethodNotAllowed,
     NotAcceptable,
     SessionRequired,
 )
+from mcpmesh.front.first_reply import FirstReplyWait
 from mcpmesh.front.request import RawRequest
 from mcpmesh.front.responses import (
     accepted,
@@ -29,22 +31,22 @@ from mcpmesh.front.responses import (
     sse_response,
 )
 from mcpmesh.front.security import accepts, check_post_headers, read_capped_body
-from mcpmesh.front.session import FirstReplyWait, FrontSession, SessionStore
+from mcpmesh.front.served import ServedServer, Servers
 from mcpmesh.front.stateless import StatelessEndpoint
-from mcpmesh.jsonrpc import LEGACY_VERSIONS, Message, check_message, error, parse
-from mcpmesh.routing import Call
-from mcpmesh.supervisor import ServerBase, Supervisor
+from mcpmesh.jsonrpc import Message, check_message, error, parse
+from mcpmesh.protocol.versions import LEGACY_VERSIONS
+from mcpmesh.router.session import Call, ClientSession, SessionStore
 
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
-ENDED_WITHOUT_REPLY = -32603
+ENDED_WITHOUT_REPLY = InternalError.code
 
 
 class StreamableHttpEndpoint:
     """One ASGI endpoint for every server's /mcp route; per-request work is POST/GET/DELETE."""
 
-    def __init__(self, supervisor: Supervisor, store: SessionStore, settings: MeshSettings):
-        self.supervisor = supervisor
+    def __init__(self, servers: Servers, store: SessionStore, settings: MeshSettings):
+        self.servers = servers
         self.store = store
         self.settings = settings
         self.stateless = StatelessEndpoint(settings)
@@ -57,10 +59,10 @@ class StreamableHttpEndpoint:
     async def serve(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
         request = RawRequest(scope, receive)
         try:
-            server = self.supervisor.servers.get(name)
+            server = self.servers.get(name)
             version = request.headers.get(VERSION_HEADER)
             if server is None:
-                response = json_response(error(None, -32600, "Not Found: no such server"), 404)
+                response = json_response(error(None, InvalidRequest.code, "Not Found: no such server"), 404)
             elif version is not None and version not in LEGACY_VERSIONS:
                 response = await self._stateless(Request(scope, receive), server)  # 2026-07-28 (or newer): no session
             elif request.method == "POST":
@@ -77,14 +79,15 @@ class StreamableHttpEndpoint:
             response = rpc_error(exc)
         await response(scope, receive, send)
 
-    async def _stateless(self, request: Request, server: ServerBase) -> Response:
+    async def _stateless(self, request: Request, server: ServedServer) -> Response:
         if self.settings.stateless_requests:
             return await self.stateless.handle(request, server)
         # No 2026 error body: a dual-era client falls back to the initialize handshake.
-        return json_response(error(None, -32600, "Bad Request: this mesh serves handshake-era sessions only"), 400)
+        refusal = error(None, InvalidRequest.code, "Bad Request: this mesh serves handshake-era sessions only")
+        return json_response(refusal, 400)
 
     # -- POST --------------------------------------------------------------------------------
-    async def _post(self, request: RawRequest, server: ServerBase) -> Response:
+    async def _post(self, request: RawRequest, server: ServedServer) -> Response:
         check_post_headers(request)
         body = parse(await read_capped_body(request, self.settings.max_body_bytes))
         if isinstance(body, list):
@@ -97,7 +100,7 @@ class StreamableHttpEndpoint:
                 raise
             return rpc_error(exc, msg["id"])
 
-    async def _handle(self, request: RawRequest, server: ServerBase, msg: Message) -> Response:
+    async def _handle(self, request: RawRequest, server: ServedServer, msg: Message) -> Response:
         if msg.get("method") == "initialize" and "id" in msg:
             return await self._initialize(server, msg)
         session = self._session(request, server)
@@ -109,7 +112,7 @@ class StreamableHttpEndpoint:
             return accepted()
         return await self._reply(await session.mux.handle_request(session, msg))
 
-    async def _initialize(self, server: ServerBase, msg: Message) -> Response:
+    async def _initialize(self, server: ServedServer, msg: Message) -> Response:
         session, reply = await server.open_session(msg)
         if isinstance(reply, Call):
             reply = await _final_response(reply)
@@ -135,7 +138,7 @@ class StreamableHttpEndpoint:
                 return json_response(first)
         return sse_response(sse_events(outbox, first, self.settings.keepalive_interval))
 
-    async def _batch(self, request: RawRequest, server: ServerBase, items: list[Any]) -> Response:
+    async def _batch(self, request: RawRequest, server: ServedServer, items: list[Any]) -> Response:
         """JSON-RPC batches, accepted only on sessions that negotiated 2025-03-26."""
         session = self._session(request, server)
         if session.protocol_version != "2025-03-26":
@@ -160,7 +163,7 @@ class StreamableHttpEndpoint:
         return json_response([r if isinstance(r, dict) else await _final_response(r) for r in replies])
 
     # -- GET / DELETE ------------------------------------------------------------------------
-    def _get(self, request: RawRequest, server: ServerBase) -> Response:
+    def _get(self, request: RawRequest, server: ServedServer) -> Response:
         if not accepts(request, "text/event-stream"):
             raise NotAcceptable("Not Acceptable: Accept must list text/event-stream")
         session = self._session(request, server)
@@ -168,13 +171,13 @@ class StreamableHttpEndpoint:
         close = lambda: session.close_stream(outbox)  # noqa: E731  # a named one-liner reads best here
         return sse_response(sse_events(outbox, None, self.settings.keepalive_interval, on_close=close))
 
-    def _delete(self, request: RawRequest, server: ServerBase) -> Response:
+    def _delete(self, request: RawRequest, server: ServedServer) -> Response:
         session = self._session(request, server)
         self.store.close(session, "deleted by the client")
         return Response(status_code=200)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _session(self, request: RawRequest, server: ServerBase) -> FrontSession:
+    def _session(self, request: RawRequest, server: ServedServer) -> ClientSession:
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             raise SessionRequired("Bad Request: Mcp-Session-Id header is required")

@@ -14,14 +14,10 @@ import socket
 import time
 from dataclasses import dataclass
 
-from mcpmesh.errors import MeshError
+from mcpmesh.errors import PortPoolExhausted
 from mcpmesh.registry.base import PortLease, Registry
 
 DEFAULT_RELEASE_GRACE = 600.0  # seconds a released port rests before another server may take it
-
-
-class PortPoolExhausted(MeshError):
-    """No port of the range can be handed out."""
 
 
 @dataclass(frozen=True)

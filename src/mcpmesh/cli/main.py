@@ -1,0 +1,165 @@
+"""The `mcpmesh` command: its arguments, and which subcommand's module runs (`up` in up.py, the
+client commands in the modules they name); `check-config` is answered here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mcpmesh import __version__
+from mcpmesh.cli.up import up
+from mcpmesh.config import load_config
+from mcpmesh.errors import ConfigError
+
+CONTROL_COMMANDS = {
+    "restart": "stop a server's processes and start them again (shared sessions stay)",
+    "stop": "stop a server and keep it stopped until `start` (its sessions end)",
+    "start": "start a stopped or failed server",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.file)
+    if args.command == "up":
+        return up(args)
+    if args.command in ("status", "ports"):
+        return _inspect(args)
+    if args.command in CONTROL_COMMANDS:
+        return _control(args)
+    # The client commands import what they need (httpx, rich, the MCP SDK) when they run, so that
+    # `up` does not pay for them before it starts its servers (bench: cold start of 15 servers).
+    if args.command == "validate":
+        from rich.console import Console
+
+        from mcpmesh.cli.validate import validate
+
+        url = _mesh_url(args)
+        return 2 if url is None else validate(url, args.json, Console())
+    if args.command in ("events", "logs"):
+        return _tail(args)
+    _parser().print_help()
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcpmesh", description="Supervise stdio MCP servers and serve them over MCP Streamable HTTP."
+    )
+    parser.add_argument("--version", action="version", version=f"mcpmesh {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    up = sub.add_parser("up", help="run every configured server and serve them (foreground; Ctrl-C stops all)")
+    up.add_argument(
+        "--config", "-c", default="mcpmesh.toml", help="mcpmesh.toml or an mcpServers JSON file (default: %(default)s)"
+    )
+    up.add_argument("--host", help="override [mesh] host")
+    up.add_argument("--port", type=int, help="override [mesh] port")
+    up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    up.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line (default: text)"
+    )
+    check = sub.add_parser("check-config", help="validate a config file and exit (0 when valid)")
+    check.add_argument("file")
+    status = sub.add_parser(
+        "status", help="what the running mesh observed about each server (exit 1 unless all healthy)"
+    )
+    ports = sub.add_parser("ports", help="the port pool as the registry in state_dir records it")
+    for command in (status, ports):
+        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+        command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    events = sub.add_parser("events", help="the running mesh's event log: spawns, states, sessions, tool calls")
+    events.add_argument("--server", help="only this server's events")
+    server_logs = sub.add_parser("logs", help="a server's stderr, from the running mesh (secrets masked)")
+    server_logs.add_argument("server")
+    for command in (events, server_logs):
+        command.add_argument("--follow", "-f", action="store_true", help="keep printing new entries until Ctrl-C")
+        command.add_argument("--json", action="store_true", help="print one JSON object per line")
+    for command in (status, events, server_logs):
+        command.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    for command in (events, server_logs):
+        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+    check = sub.add_parser(
+        "validate",
+        help="connect to every server through every URL the registry advertises, as a client would; "
+        "exit 1 on any gap between what the registry claims and what answers",
+    )
+    check.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+    check.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    check.add_argument("--json", action="store_true", help="print the checks as JSON")
+    for action, text in CONTROL_COMMANDS.items():
+        command = sub.add_parser(action, help=text)
+        command.add_argument("name", help="the server's name in the config")
+        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+        command.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    return parser
+
+
+def _mesh_url(args: argparse.Namespace) -> str | None:
+    """--url, else the config's host and port; None (after saying why) when the config is broken."""
+    from mcpmesh.cli.tables import mesh_url
+
+    if args.url:
+        return str(args.url).rstrip("/")
+    try:
+        return mesh_url(load_config(args.config))
+    except ConfigError as exc:
+        print(f"error: {exc} (or give the mesh's --url)", file=sys.stderr)
+        return None
+
+
+def _control(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from mcpmesh.cli.server_control import control
+
+    url = _mesh_url(args)
+    return 2 if url is None else control(url, args.command, args.name, Console())
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from mcpmesh.cli import tables as inspect
+
+    console = Console()
+    if args.command == "status" and args.url:
+        return inspect.status(args.url.rstrip("/"), args.json, console)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "ports":
+        return inspect.ports(config, args.json, console)
+    return inspect.status(args.url or inspect.mesh_url(config), args.json, console)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from mcpmesh.cli import events_and_logs as tail
+
+    base_url = _mesh_url(args)
+    if base_url is None:
+        return 2
+    if args.command == "events":
+        return tail.events(base_url, args.server, args.follow, args.json)
+    return tail.logs(base_url, args.server, args.follow, args.json)
+
+
+def _check_config(path: str) -> int:
+    from mcpmesh.backend.remote import safe_url
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, server in config.servers.items():
+        if server.url is not None:  # header names only: their values may be secrets
+            headers = f", headers: {', '.join(server.headers)}" if server.headers else ""
+            print(f"{name}: {safe_url(server.url)} ({server.transport}, sharing={server.sharing}{headers})")
+        else:
+            print(f"{name}: {server.command} {' '.join(server.args)} (sharing={server.sharing})")
+    print(f"{path}: OK, {len(config.servers)} server(s)")
+    return 0

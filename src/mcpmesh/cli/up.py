@@ -1,0 +1,107 @@
+"""`mcpmesh up`: run the mesh in the foreground until a stop signal, reporting its servers as they
+come up (up_progress.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from mcpmesh.app import create_app
+from mcpmesh.cli.up_progress import show_progress
+from mcpmesh.config import MeshConfig, load_config
+from mcpmesh.errors import ConfigError
+from mcpmesh.front.uvicorn_options import SERVE_WITH
+from mcpmesh.observe import logs
+from mcpmesh.supervision.supervisor import Supervisor
+
+SETTLE_TIMEOUT = 120.0  # how long `up` waits for every server before printing where things stand
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+SHUTDOWN_GRACE = 3  # seconds uvicorn waits for open connections (SSE streams) before closing them
+
+
+# Per-request garbage (messages, futures, ASGI events) is short-lived and acyclic, so the default
+# young-generation collection every 700 allocations only burned CPU (9% of the gateway's samples at
+# 32 sessions, bench/README.md); every 50,000 still bounds how much cyclic garbage can pile up.
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+class _MeshServer(uvicorn.Server):
+    """uvicorn's server with our own signal handling: SIGINT, SIGTERM and SIGHUP all start the
+    graceful stop (every server process ended), and the process then exits normally instead of
+    re-raising the signal as uvicorn does. A second signal forces the exit."""
+
+    on_stop: Callable[[], None] = staticmethod(lambda: None)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Sessions end first, so open streams close and calls in flight get an answer before
+        # uvicorn waits for connections to finish.
+        self.on_stop()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+
+def up(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        config = config.model_copy(update={"mesh": config.mesh.model_copy(update=overrides)})
+    Path(config.mesh.state_dir).mkdir(parents=True, exist_ok=True)
+
+    async def on_started(supervisor: Supervisor) -> None:
+        # What start-up built (modules, config, app, servers) lives for good: never scan it again.
+        gc.collect()
+        gc.freeze()
+        asyncio.get_running_loop().create_task(_report(supervisor, config))
+
+    gc.set_threshold(*GC_THRESHOLDS)
+    app = create_app(config, on_started)
+    logs.configure(args.log_format, args.log_level, app.state.mesh.redact)
+    server = _MeshServer(
+        uvicorn.Config(
+            app,
+            host=config.mesh.host,
+            port=config.mesh.port,
+            log_level=args.log_level,
+            log_config=None,  # uvicorn's records go through our handler too: one format, secrets masked
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+            **SERVE_WITH,
+        )
+    )
+    server.on_stop = lambda: app.state.mesh.supervisor.end_client_streams("mesh stopping")
+    server.run()
+    return 0 if server.started else 1
+
+
+async def _report(supervisor: Supervisor, config: MeshConfig) -> None:
+    host = config.mesh.host if ":" not in config.mesh.host else f"[{config.mesh.host}]"
+    base_url = f"http://{host}:{config.mesh.port}"
+    await show_progress(supervisor, base_url, SETTLE_TIMEOUT, lambda line: print(line, flush=True))

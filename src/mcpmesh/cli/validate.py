@@ -1,0 +1,197 @@
+"""`mcpmesh validate`: prove from outside, as a client would, that what the registry claims answers.
+
+For every server the mesh lists and every URL it advertises (main port and dedicated port, MCP and
+legacy SSE): connect with the official MCP SDK client, handshake, list every tool and compare the
+names with the registry's, and ping. Every port the pool says is held must be listening and be
+served by this same mesh. One line per check; any failure makes the exit code non-zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import Implementation, PaginatedRequestParams
+from rich.console import Console
+from rich.markup import escape
+
+from mcpmesh import __version__
+from mcpmesh.errors import ValidationGap
+
+CHECK_TIMEOUT = 15.0  # one check (connect, handshake, every tools/list page, ping) may take this long
+MAX_TOOL_PAGES = 100
+SESSION_CATALOG_WAIT = 5.0
+ME = Implementation(name="mcpmesh-validate", version=__version__)
+
+
+@dataclass
+class Check:
+    server: str  # "-" for checks of the mesh itself
+    check: str
+    target: str
+    ok: bool
+    detail: str
+
+
+class Validator:
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.checks: list[Check] = []
+
+    def add(self, server: str, check: str, target: str, ok: bool, detail: str) -> Check:
+        result = Check(server, check, target, ok, detail)
+        self.checks.append(result)
+        return result
+
+    async def run(self) -> list[Check]:
+        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT) as http:
+            try:
+                mesh = (await http.get(f"{self.base_url}/healthz")).raise_for_status().json()
+                servers = (await http.get(f"{self.base_url}/v1/servers")).raise_for_status().json()["servers"]
+                ports = (await http.get(f"{self.base_url}/v1/ports")).raise_for_status().json()["ports"]
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                self.add("-", "mesh", self.base_url, False, f"cannot read the registry: {exc}")
+                return self.checks
+            self.add("-", "mesh", self.base_url, True, f"mesh {mesh.get('mesh', '?')} answers")
+            for server in servers:
+                await self._server(http, server)
+            await self._ports(http, mesh.get("mesh"), servers, ports)
+        return self.checks
+
+    # -- one server ----------------------------------------------------------------------------
+    async def _server(self, http: httpx.AsyncClient, server: dict[str, Any]) -> None:
+        name, state = server["name"], server["state"]
+        if state == "stopped":
+            self.add(name, "state", "registry", True, f"stopped ({server['reason']}): claims to serve nothing")
+            return
+        self.add(name, "state", "registry", state == "healthy", f"{state} ({server['reason']})")
+
+        # A session-mode server's lists are read from the first process a session initializes:
+        # this check's own session may be the first, so give the registry a moment to learn them.
+        patience = SESSION_CATALOG_WAIT if server["sharing"] == "session" else 0.0
+        registered = functools.partial(self._registered_tools, http, name, patience)
+        for kind, url in server["urls"].items():
+            connect = _sse_session if kind.endswith("sse") else _http_session
+            await self._check_url(name, url, registered, connect)
+
+    async def _registered_tools(self, http: httpx.AsyncClient, name: str, patience: float) -> list[str] | None:
+        """The tool names the registry lists for the server, waiting up to `patience` for a first list."""
+        names = await self._registry_tools(http, name)
+        with anyio.move_on_after(patience):
+            while names is None:
+                await anyio.sleep(0.1)
+                names = await self._registry_tools(http, name)
+        return names
+
+    async def _registry_tools(self, http: httpx.AsyncClient, name: str) -> list[str] | None:
+        listing = (await http.get(f"{self.base_url}/v1/servers/{name}")).json().get("catalog", {}).get("tools")
+        return list(listing["names"]) if listing is not None else None
+
+    async def _check_url(
+        self, name: str, url: str, claimed: Callable[[], Awaitable[list[str] | None]], connect: Callable[[str], Any]
+    ) -> None:
+        """Handshake, tools against the registry, ping: one line each; the first failure ends the URL's checks."""
+        step = "handshake"
+        try:
+            with anyio.fail_after(CHECK_TIMEOUT):
+                async with connect(url) as session:
+                    init = await session.initialize()
+                    info = f"{init.server_info.name} {init.server_info.version}, protocol {init.protocol_version}"
+                    self.add(name, step, url, True, info)
+                    step = "tools"
+                    self.add(name, step, url, True, await self._compare_tools(session, claimed))
+                    step = "ping"
+                    await session.send_ping()
+                    self.add(name, step, url, True, "answered")
+                    step = "disconnect"
+        except Exception as exc:  # whatever went wrong is what this check reports
+            self.add(name, step, url, False, _describe(exc))
+
+    async def _compare_tools(
+        self, session: ClientSession, registered: Callable[[], Awaitable[list[str] | None]]
+    ) -> str:
+        served, cursor = [], None
+        for _ in range(MAX_TOOL_PAGES):
+            page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+            served += [tool.name for tool in page.tools]
+            if not (cursor := page.next_cursor):
+                break
+        claimed = await registered()
+        if claimed is None:
+            raise ValidationGap(f"serves {len(served)} tools, but the registry lists none")
+        missing, extra = sorted(set(claimed) - set(served)), sorted(set(served) - set(claimed))
+        if missing or extra:
+            raise ValidationGap(f"tools differ from the registry: not served {missing}, not registered {extra}")
+        return f"{len(served)} tools, as the registry lists"
+
+    # -- the port pool -------------------------------------------------------------------------
+    async def _ports(
+        self, http: httpx.AsyncClient, instance: str | None, servers: list[dict[str, Any]], ports: list[dict[str, Any]]
+    ) -> None:
+        advertised = {s["name"]: s["urls"].get("dedicated_mcp") for s in servers}
+        for lease in ports:
+            if lease["state"] != "held":
+                continue
+            holder, port = lease["holder"], lease["port"]
+            url = advertised.get(holder)
+            if url is None or urlsplit(url).port != port:
+                why = "is not a configured server" if holder not in advertised else f"advertises {url}"
+                self.add(holder, "port", str(port), False, f"the pool holds port {port} for {holder!r}, which {why}")
+                continue
+            base = url.rsplit("/", 1)[0]
+            try:
+                answer = (await http.get(f"{base}/healthz")).raise_for_status().json()
+            except (httpx.HTTPError, ValueError) as exc:
+                self.add(holder, "port", base, False, f"nothing serves pool port {port}: {_describe(exc)}")
+                continue
+            same = answer.get("mesh") == instance and answer.get("server") == holder
+            who = f"mesh {answer.get('mesh')!r}, server {answer.get('server')!r}"
+            self.add(holder, "port", base, same, f"port {port} served by {who}")
+
+
+@asynccontextmanager
+async def _http_session(url: str) -> AsyncIterator[ClientSession]:
+    async with streamable_http_client(url) as (read, write), ClientSession(read, write, client_info=ME) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _sse_session(url: str) -> AsyncIterator[ClientSession]:
+    async with sse_client(url, timeout=CHECK_TIMEOUT) as (read, write):
+        async with ClientSession(read, write, client_info=ME) as session:
+            yield session
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost useful message of an exception (task groups wrap them)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CHECK_TIMEOUT:g}s"
+    if isinstance(exc, ValidationGap):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def validate(base_url: str, as_json: bool, console: Console) -> int:
+    """0 when every check passed, 1 otherwise."""
+    checks = anyio.run(Validator(base_url).run)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        print(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        for c in checks:
+            mark = "[green]ok  [/green]" if c.ok else "[bold red]FAIL[/bold red]"
+            console.print(f"{mark} {escape(c.server)} {c.check} {escape(c.target)}: {escape(c.detail)}", soft_wrap=True)
+        console.print(f"{len(checks)} checks, {len(failed)} failed")
+    return 1 if failed else 0

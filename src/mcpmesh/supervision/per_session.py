@@ -1,0 +1,181 @@
+"""`sharing = "session"`: a process per client session (and per 2026-07-28 request), from a warm spare."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from mcpmesh.backend.connection import Connection
+from mcpmesh.backend.upstream import Upstream
+from mcpmesh.config import ServerConfig
+from mcpmesh.errors import BackendUnavailable, MeshError, SpawnError
+from mcpmesh.jsonrpc import Message, params_of, result
+from mcpmesh.protocol.envelope import GATEWAY_INFO, without_input_capabilities
+from mcpmesh.router.multiplexer import Multiplexer
+from mcpmesh.router.outbox import Outbox
+from mcpmesh.router.session import Call, ClientSession, SessionStore
+from mcpmesh.supervision.probes import UNHEALTHY_AFTER, probe_method, probes
+from mcpmesh.supervision.server import EXIT_READ_GRACE, Reporting, ServerBase, State, ended_reason, log
+
+
+class Spare:
+    """A started, era-probed process waiting for its session."""
+
+    def __init__(self, child: Connection, upstream: Upstream, mux: Multiplexer):
+        self.child, self.upstream, self.mux = child, upstream, mux
+
+
+class PerSessionServer(ServerBase):
+    """`sharing = "session"`: one process per client session, with one warm spare started ahead."""
+
+    def __init__(self, name: str, config: ServerConfig, store: SessionStore, reporting: Reporting):
+        super().__init__(name, config, store, reporting)
+        self._spares_in, self._spares_out = self._spare_channel()
+        self._spares_used = False
+        self._catalog_read_at = -float("inf")
+        self.processes: set[Connection] = set()
+
+    @staticmethod
+    def _spare_channel() -> tuple[MemoryObjectSendStream[Spare], MemoryObjectReceiveStream[Spare]]:
+        return anyio.create_memory_object_stream[Spare](0)
+
+    def live_connections(self) -> list[Connection]:
+        return list(self.processes)
+
+    async def run(self) -> None:
+        if self._spares_used:  # an earlier run (stopped by an operator) closed the channel
+            self._spares_in, self._spares_out = self._spare_channel()
+        self._spares_used = True
+        try:
+            async with self._spares_in, self._spares_out, anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._produce_spares()
+        finally:
+            self.set_state(State.STOPPED, self._stop_reason)
+
+    async def _produce_spares(self) -> None:
+        policy = self.config.restart
+        failures, delay = 0, policy.backoff_initial
+        while True:
+            try:
+                spare = await self._start_spare()
+            except (MeshError, TimeoutError) as exc:
+                failures += 1
+                if failures > policy.max_restarts:
+                    self.set_state(State.FAILED, f"cannot start: {exc}; {failures} failures in a row")
+                    await anyio.sleep_forever()
+                self.set_state(State.RESTARTING, f"cannot start: {exc}")
+                await anyio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, policy.backoff_max)
+                continue
+            failures, delay = 0, policy.backoff_initial
+            self.set_state(State.HEALTHY, f"warm spare ready ({spare.upstream.era} era)")
+            if spare.upstream.era == "modern":  # needs no handshake: its lists can be read now
+                self._read_catalog(spare.mux, spare.upstream)
+            await self._spares_in.send(spare)
+
+    async def _start_spare(self) -> Spare:
+        child = await self._spawn_child()
+        mux = Multiplexer(
+            self.name,
+            shared=False,
+            request_timeout=self.config.request_timeout,
+            spawn=self.spawn,
+            observers=self.observers,
+            on_catalog_change=self.save_listing,
+            on_initialized=lambda initialized: self._read_catalog(mux, initialized),
+        )
+        self.record("spawned", pid=child.pid, command=self.config.command or self.config.url, argv=self.argv())
+        upstream = Upstream(child, mux, self.traffic)
+        probed = anyio.Event()
+        self.spawn(lambda: self._lifetime(child, upstream, mux, probed))
+        try:
+            with anyio.fail_after(self.config.startup_timeout):
+                await upstream.probe(self.config.startup_timeout)
+        except (MeshError, TimeoutError) as exc:
+            code: int | None = None
+            with anyio.move_on_after(EXIT_READ_GRACE):
+                code = await child.wait()
+            self.spawn(child.stop)
+            if code is not None:
+                raise SpawnError(f"{child.describe_exit(code)} before answering") from exc
+            raise
+        finally:
+            probed.set()
+        mux.attach(upstream)
+        return Spare(child, upstream, mux)
+
+    def _read_catalog(self, mux: Multiplexer, upstream: Upstream) -> None:
+        """Read the lists from one of its processes, at most once per health interval: every
+        process runs the same command, so one stands for all."""
+        now = time.monotonic()
+        if now - self._catalog_read_at >= self.config.health_interval:
+            self._catalog_read_at = now
+            self.spawn(lambda: mux.catalog.refresh(upstream, announce=False))
+
+    async def _lifetime(self, child: Connection, upstream: Upstream, mux: Multiplexer, probed: anyio.Event) -> None:
+        self.processes.add(child)
+
+        async def ready() -> None:
+            await probed.wait()
+            self.spawn(lambda: self._watch(child, upstream))
+
+        try:
+            reason = await self._serve_until_exit(child, upstream, ready)
+        finally:
+            self.processes.discard(child)
+            mux.upstream_closed(upstream, ended_reason(child))
+        for session in list(mux.sessions):
+            self.store.close(session, f"server process {reason}")
+
+    async def _watch(self, child: Connection, upstream: Upstream) -> None:
+        """Probe one of its processes (a spare, a session's, a request's); stop it when it stops
+        answering: its session then ends, and the client starts a new one on a fresh process."""
+        async for misses in probes(upstream, self.config.health_interval, self.config.health_timeout):
+            if misses >= UNHEALTHY_AFTER:
+                why = f"no answer to {probe_method(upstream)} within {self.config.health_timeout:g}s, {misses} in a row"
+                log.warning("%s: process %s is unhealthy (%s): stopping it", self.name, child.pid, why)
+                self.record("process_unhealthy", pid=child.pid, reason=why)
+                await child.stop()
+                return
+
+    async def open_session(self, msg: Message, relay_to: Outbox | None = None) -> tuple[ClientSession, Call | Message]:
+        session_id = self.store.new_id()
+        spare = await self._take_spare()
+        session = self._new_session(session_id, msg, spare.mux, relay_to)
+        spare.mux.on_detach = lambda _session: self.spawn(spare.child.stop)
+        self.store.add(session)
+        spare.mux.join(session)
+        if spare.upstream.era == "modern":
+            return session, result(msg["id"], spare.mux.initialize_result(params_of(msg)))
+        return session, await spare.mux.handle_request(session, msg)  # the client's own handshake
+
+    async def router_for_request(self, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Multiplexer:
+        """A process of its own for one 2026-07-28 request (the stateless form of a session):
+        handshaken on the caller's behalf if it is a handshake-era server, stopped once idle."""
+        spare = await self._take_spare()
+        if spare.upstream.era == "legacy":
+            # Input-required results are not bridged across a per-request process's retries.
+            caps = without_input_capabilities(capabilities)
+            try:
+                await spare.upstream.initialize(self.config.startup_timeout, caps, client_info or GATEWAY_INFO)
+            except MeshError:
+                self.spawn(spare.child.stop)
+                raise
+        spare.mux.on_idle = lambda: self.spawn(spare.child.stop)
+        return spare.mux
+
+    async def _take_spare(self) -> Spare:
+        if self.state in (State.FAILED, State.STOPPED):
+            raise BackendUnavailable(f"server {self.name!r} is unavailable: {self.reason}")
+        with anyio.move_on_after(self.config.startup_timeout):
+            while True:
+                spare = await self._spares_out.receive()
+                if not spare.upstream.closed:
+                    return spare
+        raise BackendUnavailable(f"server {self.name!r} is unavailable: {self.reason}")
