@@ -18,8 +18,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import TextContent
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mcpmesh.backend.remote import encode_header_value
-from mcpmesh.backend.sse import sse_messages
+from mcpmesh.backend.response_reader import sse_messages
+from mcpmesh.protocol.requests import encode_header_value
 from mcpmesh.supervision.server import ServerBase, State
 from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh
 

@@ -1,18 +1,18 @@
-"""One connection to a remote MCP server over HTTP (Streamable HTTP in both eras, or the 2024-11-05
-HTTP+SSE transport), with the surface of a child process (`backend.connection.Connection`), so
-Upstream and the supervisor treat local and remote servers alike: a lost connection is an exit."""
+"""One connection to a remote MCP server over HTTP, with the surface of a child process
+(`backend.connection.Connection`), so Upstream and the supervisor treat local and remote servers
+alike: a lost connection is an exit. What both HTTP transports share is here: every message
+written is one POST, every message received comes out of `lines()`. The transports are
+streamable_http.py (Streamable HTTP, both eras) and legacy_sse.py (2024-11-05 HTTP+SSE)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import re
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Literal
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import anyio.abc
@@ -21,44 +21,38 @@ import httpx
 import orjson
 
 from mcpmesh import __version__
-from mcpmesh.backend.sse import read_capped, sse_messages
+from mcpmesh.backend.response_reader import read_capped, sse_messages
 from mcpmesh.config import ServerConfig, expand_header
 from mcpmesh.errors import BackendError, BackendUnavailable, HeaderError, MethodNotFound, SpawnError
 from mcpmesh.jsonrpc import Message, RequestId, error, is_request, is_valid_id, meta_of, params_of
 from mcpmesh.protocol.envelope import META_PROTOCOL_VERSION
-from mcpmesh.protocol.requests import NAME_BEARING, ParamHeaders, param_headers
+from mcpmesh.protocol.requests import header_safe
 
 CONNECT_TIMEOUT = 10.0  # a reachable server accepts a connection (TCP and TLS) well within this
 WRITE_TIMEOUT = 30.0  # sending one request body; a stalled upload means a broken connection
-DELETE_TIMEOUT = 2.0  # ending the upstream session on stop is a courtesy, never a long wait
-LISTEN_REOPEN_DELAY = 1.0  # a GET stream that ended is reopened after this; the reopen tells if the server is gone
 IDLE_CONNECTIONS = 20  # keep-alive connections kept for the next POSTs
 INBOX_SIZE = 256  # received messages waiting for the reader; beyond this, HTTP reads wait (backpressure)
 EVENT_TAIL_LINES = 200
 
-SESSION_HEADER = "Mcp-Session-Id"
-VERSION_HEADER = "MCP-Protocol-Version"
-POST_ACCEPT = "application/json, text/event-stream"
-_HEADER_SAFE = re.compile(r"^[\x20-\x7E]*$")
-_SESSION_ID = re.compile(r"^[\x21-\x7E]+$")  # what a session id may hold (2025-11-25 transports, Session Management)
-_SENTINEL = re.compile(r"^=\?base64\?.*\?=$")
-
 log = logging.getLogger("mcpmesh.remote")
 
-Transport = Literal["streamable-http", "sse"]
+R = TypeVar("R", bound="RemoteConnection")
 
 
 class RemoteConnection:
     """Each message written is one POST, run concurrently in the connection's task group; every
-    message received (JSON replies, SSE events of POSTs, the GET or SSE stream) comes out of
-    `lines()`. Sends only the configured headers, whose values are never logged."""
+    message received (JSON replies, SSE events of POSTs, a transport's own stream) comes out of
+    `lines()`. Sends only the configured headers, whose values are never logged. A transport
+    says how the connection opens (`_open`), where and with which headers a message is POSTed,
+    and what it learns from the replies."""
 
     pid: int | None = None  # no local process
+    NOT_READY: ClassVar[str] = "did not answer"  # how a connection that never opened is described
+    ANSWERS_ON_POST: ClassVar[bool] = True  # a request's POST carries its answer (else: the stream does)
 
-    def __init__(self, name: str, url: str, transport: Transport, headers: dict[str, str], max_message_bytes: int):
+    def __init__(self, name: str, url: str, headers: dict[str, str], max_message_bytes: int):
         self.name = name
         self.url = url
-        self.transport = transport
         self.max_message_bytes = max_message_bytes
         self.dropped: Counter[str] = Counter()
         self.stderr_tail: deque[str] = deque(maxlen=EVENT_TAIL_LINES)
@@ -78,24 +72,53 @@ class RemoteConnection:
         self._returncode: int | None = None
         self._reason = ""
         self._inflight: dict[RequestId, anyio.CancelScope] = {}  # requests whose POST is open, by id
-        self._tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations seen in tools/list
-        # Streamable HTTP, handshake era: what the initialize exchange established.
-        self._session_id: str | None = None
-        self._version: str | None = None
-        self._listening = False
-        # HTTP+SSE: where messages are POSTed (from the stream's `endpoint` event).
-        self._endpoint: str | None = None
+
+    # -- what a transport decides ------------------------------------------------------------
+    async def _open(self, ready: anyio.Event) -> None:
+        """Open the connection (in its task group) and set `ready` once messages may be sent."""
+        raise NotImplementedError
+
+    def _unsendable(self, msg: Message) -> str | None:
+        """Why this message cannot travel on the connection now (a drop reason), or None."""
+        return None
+
+    def _refusal(self, msg: Message, modern: bool) -> str | None:
+        """Why this request is answered with MethodNotFound instead of being sent, or None."""
+        return None
+
+    def _post_url(self) -> str:
+        return self.url
+
+    def _post_headers(self, msg: Message, modern: bool) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _closing_cancels(self) -> bool:
+        """Whether closing a request's open POST is the whole of cancelling it."""
+        return True
+
+    def _replied(self, msg: Message, resp: httpx.Response) -> None:
+        """A POST was answered with a 2xx status (before its body is read)."""
+
+    def _session_lost(self, msg: Message, status: int) -> bool:
+        """Whether this error status to a POST means the server ended the session."""
+        return False
+
+    def _learn(self, sent: Message, result: dict[str, Any]) -> None:
+        """The server answered `sent` with this result, on a POST."""
+
+    async def _end_session(self) -> None:
+        """On stop, after every stream closed: end what the server keeps for this connection."""
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
-    async def connect(cls, name: str, config: ServerConfig) -> RemoteConnection:
+    async def connect(cls: type[R], name: str, config: ServerConfig) -> R:
         """Open a connection to a `url` server; SpawnError when it cannot be reached."""
         assert config.url is not None, "not a remote server"
         try:
             headers = {key: expand_header(key, value) for key, value in config.headers.items()}
         except HeaderError as exc:
             raise SpawnError(f"cannot connect {name}: {exc}") from None
-        conn = cls(name, config.url, config.transport, headers, config.max_line_bytes)
+        conn = cls(name, config.url, headers, config.max_line_bytes)
         conn._event(
             f"connecting to {safe_url(config.url)} ({config.transport}; headers: {', '.join(headers) or 'none'})"
         )
@@ -113,8 +136,7 @@ class RemoteConnection:
         with anyio.move_on_after(endpoint_wait):
             await ready.wait()
         if not ready.is_set():
-            what = "sent no endpoint event" if self.transport == "sse" else "did not answer"
-            self._lose(f"{safe_url(self.url)} {what} within {endpoint_wait:g}s")
+            self._lose(f"{safe_url(self.url)} {self.NOT_READY} within {endpoint_wait:g}s")
         if self._returncode is not None:
             raise SpawnError(self._reason)
         self._event("connected")
@@ -124,11 +146,7 @@ class RemoteConnection:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                if self.transport == "sse":
-                    tg.start_soon(self._sse_stream, ready)
-                else:
-                    await self._check_reachable()
-                    ready.set()
+                tg.start_soon(self._open, ready)
                 await self._ended.wait()
                 tg.cancel_scope.cancel()
         except Exception:  # a bug here must end this connection, not the mesh
@@ -138,15 +156,6 @@ class RemoteConnection:
             self._tg = None
             self._inbox_in.close()
             ready.set()
-
-    async def _check_reachable(self) -> None:
-        """Any HTTP answer will do: this only turns an unreachable server into a clear error
-        at once (OPTIONS opens no stream and changes nothing)."""
-        try:
-            async with self._http.stream("OPTIONS", self.url):
-                pass
-        except httpx.TransportError as exc:
-            self._lose(f"cannot reach {safe_url(self.url)}: {describe(exc)}")
 
     @property
     def returncode(self) -> int | None:
@@ -161,7 +170,7 @@ class RemoteConnection:
         return "connection closed" if code == 0 else f"connection lost: {self._reason}"
 
     async def stop(self) -> int:
-        """Close every stream, DELETE the upstream session (if any), release the HTTP client."""
+        """Close every stream, end the upstream session (if any), release the HTTP client."""
         if self._stop_started:
             await self._stopped.wait()
             return self._returncode or 0
@@ -175,9 +184,7 @@ class RemoteConnection:
                 with contextlib.suppress(Exception):
                     await self._runner
             self._inbox_out.close()  # what nobody read by now is not wanted any more
-            if self._session_id is not None:
-                with anyio.move_on_after(DELETE_TIMEOUT), contextlib.suppress(httpx.HTTPError):
-                    await self._http.delete(self.url, headers=self._session_headers({}))
+            await self._end_session()
             await self._http.aclose()
         finally:
             self._stopped.set()
@@ -210,10 +217,9 @@ class RemoteConnection:
             return
         if msg.get("method") == "notifications/cancelled" and self._cancel_post(msg):
             return
-        if self.transport == "streamable-http" and self._version is None and not is_request(msg):
-            # No handshake-era session: a 2026-07-28 server takes requests only (cancellation is
-            # the closing of a request's stream, done above).
-            self._drop("notification_without_session")
+        unsendable = self._unsendable(msg)
+        if unsendable is not None:
+            self._drop(unsendable)
             return
         tg.start_soon(self._post, msg, data.rstrip(b"\n"))
 
@@ -246,18 +252,17 @@ class RemoteConnection:
         if scope is None:
             return False
         scope.cancel()
-        return self._version is None
+        return self._closing_cancels()
 
     async def _post(self, msg: Message, body: bytes) -> None:
         awaits_answer = is_request(msg)
         version = meta_of(msg).get(META_PROTOCOL_VERSION) if awaits_answer else None
-        modern = isinstance(version, str) and _HEADER_SAFE.match(version) is not None
-        if self.transport == "sse" and modern:
-            text = "Method not found: 2026-07-28 requests cannot travel over the 2024-11-05 HTTP+SSE transport"
-            await self._answer(msg, MethodNotFound.code, text)
+        modern = isinstance(version, str) and header_safe(version)
+        refusal = self._refusal(msg, modern) if awaits_answer else None
+        if refusal is not None:
+            await self._answer(msg, MethodNotFound.code, refusal)
             return
-        url = self._endpoint if self.transport == "sse" else self.url
-        assert url is not None
+        url = self._post_url()
         scope = anyio.CancelScope()
         if awaits_answer:
             self._inflight[msg["id"]] = scope
@@ -278,50 +283,15 @@ class RemoteConnection:
         finally:
             if awaits_answer and self._inflight.get(msg["id"]) is scope:
                 del self._inflight[msg["id"]]
-        if awaits_answer and not answered and not scope.cancel_called and self.transport == "streamable-http":
+        if awaits_answer and not answered and not scope.cancel_called and self.ANSWERS_ON_POST:
             await self._answer(msg, BackendError.code, f"server {self.name!r} ended the reply without a response")
-
-    def _post_headers(self, msg: Message, modern: bool) -> dict[str, str]:
-        if self.transport == "sse":
-            return {**self._headers, "Content-Type": "application/json"}
-        headers = {**self._headers, "Accept": POST_ACCEPT, "Content-Type": "application/json"}
-        if not modern:
-            return self._session_headers(headers)
-        method = msg["method"]
-        headers[VERSION_HEADER] = meta_of(msg)[META_PROTOCOL_VERSION]
-        headers["Mcp-Method"] = encode_header_value(method)
-        params = params_of(msg)
-        name = params.get(NAME_BEARING.get(method, ""))
-        if isinstance(name, str):
-            headers["Mcp-Name"] = encode_header_value(name)
-        if method == "tools/call" and isinstance(name, str):
-            headers.update(mirrored_params(params.get("arguments"), self._tool_params.get(name)))
-        return headers
-
-    def _session_headers(self, headers: dict[str, str]) -> dict[str, str]:
-        """Configured headers, plus what the handshake-era session established."""
-        headers = {**self._headers, **headers}
-        if self._session_id is not None:
-            headers[SESSION_HEADER] = self._session_id
-        if self._version is not None:
-            headers[VERSION_HEADER] = self._version
-        return headers
 
     # -- receiving ---------------------------------------------------------------------------
     async def _read_reply(self, msg: Message, resp: httpx.Response) -> bool:
         """Deliver what one POST's reply carries; True when it answered the request."""
         status, method = resp.status_code, msg.get("method")
         if 200 <= status < 300:
-            session_id = resp.headers.get(SESSION_HEADER)
-            if method == "initialize" and is_request(msg) and session_id is not None:
-                if _SESSION_ID.match(session_id):
-                    self._session_id = session_id
-                else:
-                    self._event("ignored a session id that is not visible ASCII")
-            if method == "notifications/initialized" and self._version is not None and not self._listening:
-                self._listening = True
-                assert self._tg is not None
-                self._tg.start_soon(self._listen)
+            self._replied(msg, resp)
             media = resp.headers.get("content-type", "").split(";")[0].strip().lower()
             if media == "text/event-stream":
                 answered = False
@@ -341,10 +311,10 @@ class RemoteConnection:
                 return await self._receive(body, msg)
             return False  # 202 Accepted (or an empty reply): nothing to deliver
         error_body = await read_capped(resp, self.max_message_bytes) or b""
-        if status == 404 and self._session_id is not None:
+        if self._session_lost(msg, status):
             if is_request(msg):
                 await self._answer(msg, BackendError.code, f"server {self.name!r} ended the session")
-            self._lose(f"the server ended the session (HTTP 404 to {method or 'a response'})")
+            self._lose(f"the server ended the session (HTTP {status} to {method or 'a response'})")
             return True
         if is_request(msg):
             reply = _loads(error_body)
@@ -368,14 +338,8 @@ class RemoteConnection:
             and ("result" in reply or "error" in reply)
         )
         result = reply.get("result") if is_answer and isinstance(reply, dict) else None
-        if isinstance(result, dict) and sent["method"] == "initialize":
-            version = result.get("protocolVersion")
-            if isinstance(version, str) and _HEADER_SAFE.match(version):
-                self._version = version  # sent as MCP-Protocol-Version from now on
-        elif isinstance(result, dict) and sent["method"] == "tools/list" and isinstance(result.get("tools"), list):
-            for tool in result["tools"]:
-                if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-                    self._tool_params[tool["name"]] = param_headers(tool)
+        if isinstance(result, dict):
+            self._learn(sent, result)
         await self._deliver(data)
         return is_answer
 
@@ -389,90 +353,12 @@ class RemoteConnection:
         """Answer a request ourselves, so its caller learns at once why it failed."""
         await self._deliver(orjson.dumps(error(msg["id"], code, text)))
 
-    async def _listen(self) -> None:
-        """The GET stream of a handshake-era session: what the server sends outside requests."""
-        while True:
-            try:
-                headers = self._session_headers({"Accept": "text/event-stream"})
-                async with self._http.stream("GET", self.url, headers=headers) as resp:
-                    if resp.status_code == 405:
-                        return  # the server offers no such stream
-                    if resp.status_code == 404 and self._session_id is not None:
-                        self._lose("the server ended the session (HTTP 404 to GET)")
-                        return
-                    if resp.status_code != 200:
-                        self._event(f"no GET stream (HTTP {resp.status_code})")
-                        return
-                    async with aclosing(sse_messages(resp, self.max_message_bytes, self._drop)) as events:
-                        async for event, data in events:
-                            if event == "message":
-                                await self._deliver(data)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                self._lose(f"{safe_url(self.url)}: {describe(exc)}")
-                return
-            except httpx.RequestError as exc:
-                self._event(f"GET stream broke ({describe(exc)}); reopening")
-            else:
-                self._event("GET stream ended by the server; reopening")
-            await anyio.sleep(LISTEN_REOPEN_DELAY)
-
-    async def _sse_stream(self, ready: anyio.Event) -> None:
-        """The 2024-11-05 transport: one GET stream; its `endpoint` event says where to POST."""
-        headers = {**self._headers, "Accept": "text/event-stream"}
-        try:
-            async with self._http.stream("GET", self.url, headers=headers) as resp:
-                if resp.status_code != 200:
-                    hint = " (check the configured headers)" if resp.status_code in (401, 403) else ""
-                    self._lose(f"{safe_url(self.url)} answered HTTP {resp.status_code}{hint}")
-                    return
-                async with aclosing(sse_messages(resp, self.max_message_bytes, self._drop)) as events:
-                    async for event, data in events:
-                        if event == "endpoint" and self._endpoint is None:
-                            self._endpoint = self._endpoint_url(data)
-                            if self._endpoint is None:
-                                self._lose("the endpoint event names another origin")
-                                return
-                            ready.set()
-                        elif event == "message":
-                            await self._deliver(data)
-            self._lose("the server closed the SSE stream")
-        except httpx.RequestError as exc:
-            where = safe_url(self.url) if self._endpoint else f"cannot reach {safe_url(self.url)}"
-            self._lose(f"{where}: {describe(exc)}")
-
-    def _endpoint_url(self, data: bytes) -> str | None:
-        """The POST URL, only on the stream's own origin (the configured headers go there)."""
-        base = httpx.URL(self.url)
-        try:
-            target = base.join(data.decode("utf-8", "replace").strip())
-        except httpx.InvalidURL:
-            return None
-        if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
-            return None
-        return str(target)
-
-
-def mirrored_params(arguments: object, declared: ParamHeaders | None) -> dict[str, str]:
-    """The Mcp-Param-* headers a 2026-07-28 tools/call must carry: each argument the tool's
-    schema marks with `x-mcp-header`, as text (2026-07-28 Streamable HTTP, custom headers)."""
-    if not declared or not isinstance(arguments, dict):
-        return {}
-    headers: dict[str, str] = {}
-    for header, (arg, _) in declared.items():
-        value = arguments.get(arg)
-        if isinstance(value, str):
-            headers[header] = encode_header_value(value)
-        elif isinstance(value, bool | int | float):
-            headers[header] = orjson.dumps(value).decode()  # true / false / 42 / 2.5
-    return headers
-
-
-def encode_header_value(value: str) -> str:
-    """A value as an Mcp-* header: verbatim when header-safe, else `=?base64?…?=` (2026-07-28
-    Streamable HTTP, custom headers)."""
-    if _HEADER_SAFE.match(value) and value == value.strip() and not _SENTINEL.match(value):
-        return value
-    return f"=?base64?{base64.b64encode(value.encode('utf-8')).decode('ascii')}?="
+    async def _stream_messages(self, resp: httpx.Response) -> None:
+        """Deliver every `message` event of a server's own SSE stream until it ends."""
+        async with aclosing(sse_messages(resp, self.max_message_bytes, self._drop)) as events:
+            async for event, data in events:
+                if event == "message":
+                    await self._deliver(data)
 
 
 def safe_url(url: str) -> str:

@@ -1,6 +1,7 @@
 """What a 2026-07-28 request must satisfy before it is routed: its `_meta` envelope, and the Mcp-*
-headers that mirror its body (https://modelcontextprotocol.io/specification/2026-07-28/basic/transports/streamable-http:
-standard and custom headers). No HTTP, no routing: headers come in as a mapping."""
+headers that mirror its body, checked on the way in and written on the way out to a remote server
+(https://modelcontextprotocol.io/specification/2026-07-28/basic/transports/streamable-http, standard
+and custom headers). No HTTP, no routing: headers come in as a mapping."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import orjson
 
 from mcpmesh.errors import (
     HeaderMismatch,
@@ -36,6 +39,7 @@ REMOVED_IN_2026 = frozenset({"initialize", "ping", "logging/setLevel", "resource
 
 
 _ENCODED = re.compile(r"^=\?base64\?(.*)\?=$")
+_HEADER_SAFE = re.compile(r"^[\x20-\x7E]*$")  # what a header value may hold verbatim
 _STATUS_BY_CODE = {
     ParseError.code: 400,
     InvalidRequest.code: 400,
@@ -162,3 +166,31 @@ def name_of(msg: Message) -> Any:
     """The tool or prompt name, or resource uri, a request's Mcp-Name header mirrors (None if none)."""
     key = NAME_BEARING.get(msg["method"])
     return params_of(msg).get(key) if key else None
+
+
+def mirrored_params(arguments: object, declared: ParamHeaders | None) -> dict[str, str]:
+    """The Mcp-Param-* headers a 2026-07-28 tools/call must carry: each argument the tool's
+    schema marks with `x-mcp-header`, as text (2026-07-28 Streamable HTTP, custom headers)."""
+    if not declared or not isinstance(arguments, dict):
+        return {}
+    headers: dict[str, str] = {}
+    for header, (arg, _) in declared.items():
+        value = arguments.get(arg)
+        if isinstance(value, str):
+            headers[header] = encode_header_value(value)
+        elif isinstance(value, bool | int | float):
+            headers[header] = orjson.dumps(value).decode()  # true / false / 42 / 2.5
+    return headers
+
+
+def header_safe(value: str) -> bool:
+    """Whether a value may be sent as an HTTP header as it is (printable ASCII)."""
+    return _HEADER_SAFE.match(value) is not None
+
+
+def encode_header_value(value: str) -> str:
+    """A value as an Mcp-* header: verbatim when header-safe, else `=?base64?…?=` (2026-07-28
+    Streamable HTTP, custom headers)."""
+    if _HEADER_SAFE.match(value) and value == value.strip() and not _ENCODED.match(value):
+        return value
+    return f"=?base64?{base64.b64encode(value.encode('utf-8')).decode('ascii')}?="

@@ -193,10 +193,12 @@ class ServerBase:
         """Start the server's connection: a child process for `command`, HTTP for `url` (so a
         restart of a remote server is a reconnect)."""
         cfg = self.config
-        if cfg.url is not None:
-            from mcpmesh.backend.remote import RemoteConnection
+        if cfg.url is not None:  # httpx loads only for remote servers
+            from mcpmesh.backend.legacy_sse import LegacySseConnection
+            from mcpmesh.backend.streamable_http import StreamableHttpConnection
 
-            return await RemoteConnection.connect(self.name, cfg)
+            transport = LegacySseConnection if cfg.transport == "sse" else StreamableHttpConnection
+            return await transport.connect(self.name, cfg)
         assert cfg.command is not None  # the config has exactly one of command and url
         env = child_environment(cfg.env, cfg.inherit_env)
         return await ChildProcess.spawn(
