@@ -15,7 +15,7 @@ Tunings:
   no-proxy-headers  uvicorn without its ProxyHeadersMiddleware (since made in src/: the mesh applies
                   proxy headers itself, only on the routes that read the client's address)
   uvicorn-protocol  uvicorn's own httptools protocol and proxy-header rewrite instead of the mesh's
-                  HTTP/1.1 protocol (front/http1.py): what that protocol is worth, in one run
+                  HTTP/1.1 protocol (front/http1/): what that protocol is worth, in one run
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HTTP/1.1 on the wire (front/http1.py): small ASGI apps, written here as the harness, served by
+"""HTTP/1.1 on the wire (front/http1/): small ASGI apps, written here as the harness, served by
 uvicorn's Server with our protocol (SERVE_WITH, as the mesh serves), and spoken to over raw
 sockets, so what is asserted is the bytes a client gets."""
 

@@ -115,7 +115,7 @@ async def test_delete_ends_the_session_and_later_requests_get_404(http: httpx.As
 
 async def test_unsupported_protocol_version_header_gets_400(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
     # Not a handshake-era version, so not a session request: the 2026-07-28 ladder refuses it
-    # (no `_meta` envelope here; with one it is -32022, see test_modern_http).
+    # (no `_meta` envelope here; with one it is -32022, see front/test_stateless.py).
     session = await open_session(http, mesh)
     reply = await http.post(mesh.url("conf"), json=call(2, "ping"), headers=headers(session, version="2099-01-01"))
     assert reply.status_code == 400

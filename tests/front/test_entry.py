@@ -12,7 +12,7 @@ import pytest
 
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
 from tests.conftest import conformance_server, running_mesh
-from tests.test_front_http import INIT, headers
+from tests.front.test_streamable_http import INIT, headers
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ from mcpmesh.observe.stats import BINS, FLOOR, RECENT, STEP, WINDOW, TrafficStat
 from mcpmesh.router.outcomes import Outcome
 from mcpmesh.router.session import Call
 from tests.conftest import fixture_server, running_mesh
-from tests.test_metrics import Raw
+from tests.observe.test_metrics import Raw
 
 T0 = 1_800_000_000  # a wall-clock second that is a multiple of STEP
 

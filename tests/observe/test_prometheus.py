@@ -17,9 +17,9 @@ import anyio
 import httpx
 import pytest
 
+from tests.cli.test_shutdown import free_port
 from tests.conftest import ROOT, fixture_server, running_mesh
-from tests.test_metrics import Raw
-from tests.test_shutdown import free_port
+from tests.observe.test_metrics import Raw
 
 DEPLOY = ROOT / "deploy"
 SCRAPE_BOUND = 60.0  # seconds for Prometheus to start, scrape and answer with the series

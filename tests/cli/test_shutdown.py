@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.backend.test_process import FAULTY, Proc, descendants, kill_survivors, survivors, wait_gone_sync
 from tests.conftest import NODE_MODULES, PYTHON, everything_server, node_module
-from tests.test_process import FAULTY, Proc, descendants, kill_survivors, survivors, wait_gone_sync
 
 STARTUP_BOUND = 60.0  # seconds for every server to be healthy (npx starts in about one)
 EXIT_BOUND = 30.0  # seconds for mcpmesh to exit after the signal

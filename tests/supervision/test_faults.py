@@ -25,9 +25,9 @@ from mcp.types import CallToolResult, TextContent
 
 from mcpmesh.supervision.server import ServerBase, State
 from mcpmesh.supervision.shared import SharedServer
+from tests.backend.test_process import descendants, reaped, wait_gone
 from tests.conftest import RunningMesh, fixture_server, running_mesh
 from tests.fixtures.faulty_server import big_text
-from tests.test_process import descendants, reaped, wait_gone
 
 pytestmark = pytest.mark.anyio
 

@@ -23,9 +23,9 @@ from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError
 from mcpmesh.observe.logs import RedactingFilter, configure
 from mcpmesh.observe.redact import Redactor
+from tests.cli.test_shutdown import free_port, toml_value
 from tests.conftest import PYTHON, fixture_server, running_mesh
-from tests.test_metrics import Raw
-from tests.test_shutdown import free_port, toml_value
+from tests.observe.test_metrics import Raw
 
 SECRET = "tok-9f8e7d6c5b4a"
 HEADER_SECRET = "hdr-0a1b2c3d4e5f"

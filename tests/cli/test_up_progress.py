@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.cli.test_shutdown import free_port
 from tests.conftest import FIXTURES, PYTHON
-from tests.test_shutdown import free_port
 
 WAIT = 60.0  # seconds the mesh may take to start both servers
 

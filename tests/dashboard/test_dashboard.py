@@ -19,7 +19,7 @@ import pytest
 from mcpmesh.dashboard import CSP
 from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import ROOT, RunningMesh, conformance_server, fixture_server, running_mesh
-from tests.test_metrics import Raw
+from tests.observe.test_metrics import Raw
 
 pytestmark = pytest.mark.anyio
 
