@@ -173,7 +173,8 @@ class Mcpmesh(Contender):
             mesh = [sys.executable, "-m", "bench.variants", self.tunings]
         elif self.baseline is not None:  # the exported tree comes first on sys.path, before the editable install
             src = str(self.baseline[1])
-            boot = f"import sys; sys.path.insert(0, {src!r}); from mcpmesh.cli.main import main; sys.exit(main())"
+            # `python -m mcpmesh` from that tree: its entry point, whatever the layout of the ref
+            boot = f"import runpy, sys; sys.path.insert(0, {src!r}); runpy.run_module('mcpmesh', run_name='__main__')"
             mesh = [sys.executable, "-c", boot]
         argv = [*mesh, "up", "--config", str(cfg), "--log-level", "warning"]
         proc = procs.start(f"{self.name}-{servers}", argv, run_id, log_dir, cwd=ROOT)

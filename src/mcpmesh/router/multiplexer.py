@@ -86,9 +86,9 @@ class Multiplexer:
         self.sessions: set[ClientSession] = set()
         self.calls: dict[RequestId, Call] = {}
         self.tokens: dict[Any, Call] = {}
-        self.own_calls = GatewayCalls(server, request_timeout, spawn)
-        self.log_level = ServerLogLevel(shared=shared, calls=self.own_calls)
-        self.subscriptions = Subscriptions(request_timeout, self.own_calls.background)
+        self.gateway_calls = GatewayCalls(server, request_timeout, spawn)
+        self.log_level = ServerLogLevel(shared=shared, calls=self.gateway_calls)
+        self.subscriptions = Subscriptions(request_timeout, self.gateway_calls.background)
         self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
         self.catalog = Catalog(
             server,

@@ -1,6 +1,6 @@
 """Requests a server sends its clients (sampling, elicitation, roots ...): each goes to the one session
 it can belong to, under an id of the gateway's on a shared server, and only that session's answer goes
-back, under the server's id. A 2026-07-28 caller is asked through an input-required result (mrtr.py)."""
+back, under the server's id. A 2026-07-28 caller is asked through an input-required result (input_required.py)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.outcomes import CallObserver
 from mcpmesh.router.session import Call, ClientSession, SessionStore
-from mcpmesh.supervision.stderr_log import LineLog
+from mcpmesh.supervision.stderr_log import StderrLog
 
 EXIT_READ_GRACE = 1.0  # after exit, stdout already written is still delivered for this long
 
@@ -97,7 +97,7 @@ class ServerBase:
         self.restart_reasons: Counter[str] = Counter()  # by cause: exited, unhealthy, spawn_failed, requested ...
         self._restart_cause = "exited"  # why the current process is ending, as a metric label
         self.traffic = Traffic()  # bytes to and from every process of this server
-        self.stderr = LineLog()  # every process's stderr lines, numbered (`mcpmesh logs`)
+        self.stderr = StderrLog()  # every process's stderr lines, numbered (`mcpmesh logs`)
         self._ended_dropped: Counter[str] = Counter()  # stdout lines dropped by processes already gone
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None

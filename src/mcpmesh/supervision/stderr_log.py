@@ -17,7 +17,7 @@ class Line:
     text: str
 
 
-class LineLog:
+class StderrLog:
     """The latest lines of every process of one server, numbered in arrival order."""
 
     def __init__(self, keep: int = STDERR_KEEP_LINES):
