@@ -53,11 +53,18 @@ def everything_server() -> dict[str, Any]:
     return {"command": node, "args": [str(entry), "stdio"]}
 
 
-def time_server() -> dict[str, Any]:
-    """PyPI's mcp-server-time (a dual-era server: it answers server/discover)."""
+def time_server(prefer_era: str = "2026-07-28") -> dict[str, Any]:
+    """PyPI's mcp-server-time, a dual-era server (SDK 2.x). Spoken to in 2026-07-28 unless asked
+    otherwise, so that the suite meets a real server on the gateway's stateless path; the default
+    era for dual-era servers is tested in tests/clients/test_dual_era_servers.py."""
     command = Path(PYTHON).parent / "mcp-server-time"
     assert command.exists(), "mcp-server-time is not installed in this environment"
-    return {"command": str(command), "args": ["--local-timezone", "UTC"], "env": {"TZ": "UTC"}}
+    return {
+        "command": str(command),
+        "args": ["--local-timezone", "UTC"],
+        "env": {"TZ": "UTC"},
+        "prefer_era": prefer_era,
+    }
 
 
 def conformance_server() -> dict[str, Any]:

@@ -65,6 +65,9 @@ class ServerConfig(_Strict):
     sharing: Literal["shared", "session"] = Field(
         "shared", description="`shared`: one process, many sessions; `session`: one per session"
     )
+    prefer_era: Literal["handshake", "2026-07-28"] = Field(
+        "handshake", description="the era a server that speaks both is spoken to in"
+    )
     request_timeout: float = Field(300.0, gt=0, description="seconds before a request fails")
     startup_timeout: float = Field(60.0, gt=0, description="seconds to spawn and handshake")
     max_line_bytes: int = Field(16 * MiB, ge=1024, description="stdout lines above this are dropped")

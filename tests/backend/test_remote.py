@@ -43,10 +43,12 @@ UPSTREAM_MESH: dict[str, dict[str, Any]] = {"handshake": {"stateless_requests": 
 
 
 def remote(upstream: RunningMesh, transport: str, **settings: Any) -> dict[str, Any]:
-    """A front server table for server `x` of the upstream mesh."""
+    """A front server table for server `x` of the upstream mesh. Over Streamable HTTP the front
+    prefers 2026-07-28, the stateless path these tests exercise, unless `prefer_era` says otherwise
+    (an upstream that refuses 2026-07-28 requests still gets the handshake)."""
     if transport == "sse":
         return {"url": f"{upstream.base_url}/servers/x/sse", "transport": "sse", **settings}
-    return {"url": upstream.url("x"), **settings}
+    return {"url": upstream.url("x"), "prefer_era": "2026-07-28", **settings}
 
 
 def text_of(result: Any) -> str:
@@ -114,6 +116,18 @@ async def test_sdk_clients_list_call_and_get_progress_through_a_mesh_in_front_of
             if front_sharing == "shared":
                 era = "modern" if upstream == "2026-07-28" else "legacy"
                 assert server.reason == f"initialized ({era} era)"
+
+
+async def test_a_dual_era_upstream_is_spoken_to_in_the_handshake_era_by_default() -> None:
+    """The default `prefer_era`: the front initializes a session on an upstream that speaks both."""
+    async with running_mesh({"x": conformance_server()}) as up:
+        async with running_mesh({"x": remote(up, "streamable-http", prefer_era="handshake")}) as front:
+            server = front.mesh.supervisor.servers["x"]
+            assert server.state == State.HEALTHY, server.reason
+            assert server.reason == "initialized (legacy era)"
+            assert len(up.mesh.store) == 1  # the front's own session on the upstream
+            with anyio.fail_after(60):
+                assert await use(front.url("x"), "auto") == [0, 50, 100]
 
 
 async def blocking_workflow(client: mcp.Client, key: str) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -164,14 +165,26 @@ class Upstream:
     async def probe(self, timeout: float) -> Era:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
         """Detect the era with a server/discover probe (2026-07-28 stdio transport, backward
         compatibility); remembered for the process."""
-        self.era = "modern" if await self._probe_modern(min(PROBE_TIMEOUT, timeout)) else "legacy"
+        self.era = "modern" if await self.probe_modern(min(PROBE_TIMEOUT, timeout)) else "legacy"
         return self.era
 
-    async def handshake(self, timeout: float) -> None:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
-        """Probe the era, then initialize a handshake-era server exactly once."""
-        if await self.probe(timeout) == "modern":
+    async def handshake(self, timeout: float, prefer_modern: bool = False) -> None:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+        """Settle the era, once per process. By default the initialize handshake: a server that
+        speaks both eras then keeps the handshake era for this connection, so its tools may send
+        the client requests mid-call (elicitation, sampling, roots), which a 2026-07-28 connection
+        has no channel for; a server that refuses the handshake is spoken to in 2026-07-28.
+        `prefer_modern` asks server/discover first instead."""
+        if prefer_modern and await self.probe(timeout) == "modern":
             return
         await self.initialize(timeout)
+
+    async def check_alive(self, timeout: float) -> None:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+        """Before the era is settled (a spare waiting for its client's own handshake): any answer
+        to `ping`, even an error, or silence for PROBE_TIMEOUT (a server may ignore requests before
+        initialize) shows the process runs; `ping` is the one request allowed before initialize,
+        and commits no era."""
+        with contextlib.suppress(BackendTimeout):
+            await self.call("ping", {}, min(PROBE_TIMEOUT, timeout))
 
     async def initialize(
         self,
@@ -183,8 +196,8 @@ class Upstream:
         params = {"protocolVersion": LEGACY_VERSIONS[0], "capabilities": capabilities, "clientInfo": client_info}
         reply = await self.call("initialize", params, timeout)
         if "error" in reply:
-            if _is_modern_error(reply) and await self._probe_modern(timeout):
-                return  # it only answers enveloped requests after all (a late-starting modern server)
+            if await self.probe_modern(min(PROBE_TIMEOUT, timeout)):
+                return  # it speaks 2026-07-28 only (it refused as UnsupportedProtocolVersion, or unknown)
             raise JsonRpcError(f"server {self.name!r} refused initialize: {reply['error'].get('message')}")
         self.era = "legacy"
         self.server_result = reply["result"]
@@ -192,7 +205,8 @@ class Upstream:
         await self.drain()
         log.info("%s: handshake-era server, protocol %s", self.name, self.server_result.get("protocolVersion"))
 
-    async def _probe_modern(self, timeout: float) -> bool:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+    async def probe_modern(self, timeout: float) -> bool:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
+        """Whether the server answers server/discover as a 2026-07-28 server (the era is then modern)."""
         try:
             reply = await self.call("server/discover", {"_meta": modern_meta({}, GATEWAY_INFO)}, timeout)
         except BackendTimeout:
@@ -219,9 +233,3 @@ class Upstream:
         else:
             info = self.server_result.get("serverInfo")
         return info if isinstance(info, dict) else {"name": self.name, "version": "unknown"}
-
-
-def _is_modern_error(reply: Message) -> bool:
-    error = reply.get("error") or {}
-    data = error.get("data") if isinstance(error, dict) else None
-    return isinstance(data, dict) and MODERN_VERSION in (data.get("supported") or ())

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from mcpmesh.backend.upstream import Upstream
+from mcpmesh.backend.upstream import PROBE_TIMEOUT, Upstream
 from mcpmesh.errors import (
     BackendExited,
     BackendTimeout,
@@ -379,17 +379,38 @@ class Multiplexer:
         if call is None:
             self.dropped["unmatched_response"] += 1  # late answer to a cancelled or timed-out call
             return
+        if call.method == "initialize" and upstream.era is None and "error" in msg:
+            self.spawn(lambda: self._handshake_refused(upstream, call, msg))  # the call stays in flight
+            return
         self._finish(call, outcome_of(call, msg))
         msg["id"] = call.client_id
         if call.method == "tools/list" and isinstance(msg.get("result"), dict):
             self.tool_params.update(tool_params_of(msg["result"]))
         elif call.method == "initialize" and isinstance(msg.get("result"), dict):
             upstream.server_result = msg["result"]  # a session's own handshake: what its process offers
+            upstream.era = "legacy"
         if upstream.era == "modern" and not call.session.modern:
             to_handshake_era(msg)
         elif upstream.era == "legacy" and call.session.modern:
             modernize_reply(msg, call.method, upstream.server_info)
         call.outbox.finish(msg)
+
+    async def _handshake_refused(self, upstream: Upstream, call: Call, refusal: Message) -> None:
+        """A session's own initialize was refused by a process of unsettled era: if it speaks
+        2026-07-28 only, the gateway answers the handshake and envelopes the session's requests."""
+        modern = await upstream.probe_modern(min(PROBE_TIMEOUT, self.request_timeout))
+        if self.calls.get(call.backend_id) is not call:
+            return  # timed out, cancelled or gone meanwhile
+        if not modern:
+            self._finish(call, Outcome.ERROR)
+            call.outbox.finish({**refusal, "id": call.client_id})
+            return
+        self._finish(call, Outcome.OK)
+        call.outbox.finish(
+            result(call.client_id, self.initialize_result({"protocolVersion": call.session.protocol_version}))
+        )
+        if self.on_initialized is not None:
+            self.on_initialized(upstream)  # no notifications/initialized reaches it: its lists can be read now
 
     def on_backend_notification(self, upstream: Upstream, msg: Message) -> None:
         method, params = msg["method"], params_of(msg)

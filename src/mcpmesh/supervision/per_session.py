@@ -24,7 +24,8 @@ from mcpmesh.supervision.server import EXIT_READ_GRACE, Reporting, ServerBase, S
 
 
 class Spare:
-    """A started, era-probed process waiting for its session."""
+    """A started process waiting for its session: its era probed (`prefer_era = "2026-07-28"`), or
+    left for its client's own handshake to settle."""
 
     def __init__(self, child: Connection, upstream: Upstream, mux: Multiplexer):
         self.child, self.upstream, self.mux = child, upstream, mux
@@ -74,7 +75,8 @@ class PerSessionServer(ServerBase):
                 delay = min(delay * 2, policy.backoff_max)
                 continue
             failures, delay = 0, policy.backoff_initial
-            self.set_state(State.HEALTHY, f"warm spare ready ({spare.upstream.era} era)")
+            era = f" ({spare.upstream.era} era)" if spare.upstream.era is not None else ""
+            self.set_state(State.HEALTHY, f"warm spare ready{era}")
             if spare.upstream.era == "modern":  # needs no handshake: its lists can be read now
                 self._read_catalog(spare.mux, spare.upstream)
             await self._spares_in.send(spare)
@@ -96,7 +98,10 @@ class PerSessionServer(ServerBase):
         self.spawn(lambda: self._lifetime(child, upstream, mux, probed))
         try:
             with anyio.fail_after(self.config.startup_timeout):
-                await upstream.probe(self.config.startup_timeout)
+                if self.config.prefer_era == "2026-07-28":
+                    await upstream.probe(self.config.startup_timeout)
+                else:  # the era is its client's: a handshake-era client's own initialize settles it
+                    await upstream.check_alive(self.config.startup_timeout)
         except (MeshError, TimeoutError) as exc:
             code: int | None = None
             with anyio.move_on_after(EXIT_READ_GRACE):
@@ -159,7 +164,7 @@ class PerSessionServer(ServerBase):
         """A process of its own for one 2026-07-28 request (the stateless form of a session):
         handshaken on the caller's behalf if it is a handshake-era server, stopped once idle."""
         spare = await self._take_spare()
-        if spare.upstream.era == "legacy":
+        if spare.upstream.era != "modern":
             # Input-required results are not bridged across a per-request process's retries.
             caps = without_input_capabilities(capabilities)
             try:

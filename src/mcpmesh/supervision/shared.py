@@ -100,7 +100,7 @@ class SharedServer(ServerBase):
 
         async def handshake() -> None:
             with anyio.fail_after(self.config.startup_timeout):
-                await upstream.handshake(self.config.startup_timeout)
+                await upstream.handshake(self.config.startup_timeout, self.config.prefer_era == "2026-07-28")
             self.mux.attach(upstream)
             self.set_state(State.HEALTHY, f"initialized ({upstream.era} era)")
             self.spawn(lambda: self._probe(child, upstream))

@@ -1,0 +1,81 @@
+"""Dual-era servers as people write them today, on FastMCP 4.x and on the official SDK 2.x
+(`MCPServer`), whose tools ask the client for input mid-call with `ctx.elicit()` and sampling.
+
+Such a tool fails on a 2026-07-28 connection to its own server (the server has no channel for a
+request mid-call there), so mcpmesh speaks the handshake era to a server that offers both: through
+the mesh the SDK client, in the handshake era and in 2026-07-28, gets every such call answered with
+its own callbacks' answers. `prefer_era = "2026-07-28"` is shown to do what the README says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import mcp
+import mcp_types as types
+import pytest
+
+from tests.conftest import fixture_server, running_mesh
+
+pytestmark = pytest.mark.anyio
+
+SERVERS = {"fastmcp": "dual_era_fastmcp.py", "sdk": "dual_era_sdk.py"}
+# (sharing, client mode): a 2026-07-28 client of a session-mode server gets a process per request,
+# so its input-required retries would reach another process; the mesh does not offer input there yet.
+RUNS = [("shared", "legacy"), ("shared", "2026-07-28"), ("session", "legacy")]
+
+
+async def answer_elicitation(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    assert params.message == "What is your name?"
+    return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+
+async def answer_sampling(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    content = params.messages[0].content
+    assert isinstance(content, types.TextContent)
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text=content.text.upper()), model="m"
+    )
+
+
+def text_of(result: Any) -> str:
+    block = result.content[0]
+    assert isinstance(block, types.TextContent), block
+    return block.text
+
+
+def client(url: str, mode: str) -> mcp.Client:
+    return mcp.Client(
+        url,
+        mode=mode,  # type: ignore[arg-type]
+        elicitation_callback=answer_elicitation,
+        sampling_callback=answer_sampling,
+    )
+
+
+@pytest.mark.parametrize(("sharing", "mode"), RUNS)
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_tools_that_elicit_and_sample_get_the_clients_answers(server: str, sharing: str, mode: str) -> None:
+    async with running_mesh({"d": {**fixture_server(SERVERS[server]), "sharing": sharing}}) as mesh:
+        supervised = mesh.mesh.supervisor.servers["d"]
+        if sharing == "shared":
+            assert supervised.reason == "initialized (legacy era)"
+        with anyio.fail_after(60):
+            async with client(mesh.url("d"), mode) as c:
+                asked = await c.call_tool("ask_name", {})
+                assert not asked.is_error, asked
+                assert text_of(asked) == "accept: Ada"
+                sampled = await c.call_tool("summarize", {"text": "long text"})
+                assert not sampled.is_error, sampled
+                assert text_of(sampled) == "summary: LONG TEXT"
+
+
+async def test_prefer_era_2026_speaks_2026_to_a_dual_era_server_whose_elicit_then_has_no_channel() -> None:
+    table = {**fixture_server(SERVERS["fastmcp"]), "prefer_era": "2026-07-28"}
+    async with running_mesh({"d": table}) as mesh:
+        assert mesh.mesh.supervisor.servers["d"].reason == "initialized (modern era)"
+        with anyio.fail_after(60):
+            async with client(mesh.url("d"), "legacy") as c:
+                asked = await c.call_tool("ask_name", {})
+    assert asked.is_error
+    assert "unavailable on 2026-07-28 connections" in text_of(asked)
