@@ -79,3 +79,19 @@ async def test_prefer_era_2026_speaks_2026_to_a_dual_era_server_whose_elicit_the
                 asked = await c.call_tool("ask_name", {})
     assert asked.is_error
     assert "unavailable on 2026-07-28 connections" in text_of(asked)
+
+
+@pytest.mark.parametrize("sharing", ["shared", "session"])
+async def test_a_server_that_refuses_the_handshake_is_spoken_to_in_2026(sharing: str) -> None:
+    """A 2026-07-28-only server refuses `initialize` (UnsupportedProtocolVersion): a shared one is
+    then asked server/discover; in session mode the refusal of the client's own handshake is
+    answered by the gateway. Clients of both eras are served."""
+    table = {**fixture_server(SERVERS["sdk"], "--2026-only"), "sharing": sharing}
+    async with running_mesh({"d": table}) as mesh:
+        if sharing == "shared":
+            assert mesh.mesh.supervisor.servers["d"].reason == "initialized (modern era)"
+        with anyio.fail_after(60):
+            for mode in ("legacy", "2026-07-28"):
+                async with mcp.Client(mesh.url("d"), mode=mode) as c:  # type: ignore[arg-type]
+                    assert "echo" in {tool.name for tool in (await c.list_tools()).tools}
+                    assert text_of(await c.call_tool("echo", {"text": mode})) == f"echo: {mode}"

@@ -181,8 +181,9 @@ class Upstream:
     async def check_alive(self, timeout: float) -> None:  # noqa: ASYNC109  # bounds one backend exchange; expiry becomes a BackendTimeout naming it
         """Before the era is settled (a spare waiting for its client's own handshake): any answer
         to `ping`, even an error, or silence for PROBE_TIMEOUT (a server may ignore requests before
-        initialize) shows the process runs; `ping` is the one request allowed before initialize,
-        and commits no era."""
+        initialize) shows the process runs. `ping` is the one request allowed before initialize; a
+        server that settles its era on the first request (the SDK 2.x) settles on the handshake
+        era, which the client's initialize then opens, and a 2026-07-28-only one refuses it."""
         with contextlib.suppress(BackendTimeout):
             await self.call("ping", {}, min(PROBE_TIMEOUT, timeout))
 
