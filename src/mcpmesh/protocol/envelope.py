@@ -22,8 +22,8 @@ GATEWAY_INFO = {"name": "mcpmesh", "version": __version__}
 """Who the gateway says it is when it speaks to a server on its own account."""
 
 INPUT_CAPABILITIES = ("sampling", "elicitation", "roots")
-"""Client capabilities a server uses by asking the client for input: through a 2026-07-28 server's
-input-required results, which the gateway does not bridge, or a handshake-era server's requests."""
+"""Client capabilities a server uses by asking the client for input (a handshake-era server's
+requests mid-call, a 2026-07-28 server's input-required results)."""
 
 
 def modern_meta(capabilities: dict[str, Any], client_info: dict[str, Any] | None) -> dict[str, Any]:
@@ -42,14 +42,15 @@ def without_input_capabilities(capabilities: dict[str, Any]) -> dict[str, Any]:
 def add_envelope(
     msg: Message, capabilities: dict[str, Any], client_info: dict[str, Any], log_level: str | None
 ) -> None:
-    """Wrap a handshake-era client's request for a 2026-07-28 server (per-request `_meta`)."""
+    """Wrap a handshake-era client's request for a 2026-07-28 server (per-request `_meta`): the
+    client's own capabilities, so the server asks it only for input it can give."""
     params = msg.setdefault("params", {})
     if not isinstance(params, dict):
         return
     meta = params.setdefault("_meta", {})
     if not isinstance(meta, dict):
         return
-    meta.update(modern_meta(without_input_capabilities(capabilities), client_info))
+    meta.update(modern_meta(capabilities, client_info))
     if log_level:
         meta[META_LOG_LEVEL] = log_level
 

@@ -5,7 +5,7 @@ https://modelcontextprotocol.io/specification/2026-07-28/server/utilities/cachin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from mcpmesh.errors import InternalError, InvalidParams, ResourceNotFound
 from mcpmesh.jsonrpc import Message
@@ -50,9 +50,32 @@ def discover_result(capabilities: dict[str, Any], server_info: dict[str, Any], i
     return result
 
 
+MODERN_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
+"""Result fields of 2026-07-28 that no handshake-era revision defines."""
+
+
+def is_input_required(result: Any) -> TypeGuard[dict[str, Any]]:
+    return isinstance(result, dict) and result.get("resultType") == "input_required"
+
+
 def to_handshake_era(msg: Message) -> None:
-    """A 2026 result a handshake-era client cannot act on becomes an error."""
+    """A 2026-07-28 server's reply in the shape of the handshake era: no 2026-only fields, and a
+    result a handshake-era client cannot act on (input_required the gateway could not relay)
+    becomes an error."""
     res = msg.get("result")
-    if isinstance(res, dict) and res.get("resultType") == "input_required":
+    if not isinstance(res, dict):
+        return
+    if is_input_required(res):
         del msg["result"]
-        msg["error"] = {"code": InternalError.code, "message": "server asked for client input (MRTR); not bridged yet"}
+        msg["error"] = {
+            "code": InternalError.code,
+            "message": "the server asked for client input the gateway could not relay",
+        }
+        return
+    for key in MODERN_ONLY_FIELDS:
+        res.pop(key, None)
+    meta = res.get("_meta")
+    if isinstance(meta, dict):
+        meta.pop(META_SERVER_INFO, None)
+        if not meta:
+            del res["_meta"]

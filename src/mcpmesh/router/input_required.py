@@ -9,6 +9,7 @@ import itertools
 import secrets
 from collections.abc import Callable
 
+from mcpmesh.backend.upstream import Upstream
 from mcpmesh.errors import InvalidParams, StateRejected
 from mcpmesh.jsonrpc import Message, RequestId, error, params_of, result
 from mcpmesh.protocol.request_state import RequestStateSealer, Sealed
@@ -58,6 +59,21 @@ class InputBridge:
         del self.waiting[sealed.handle]
         call.suspended = None
         return call, server_request_id, answer
+
+    async def resume(self, session: ClientSession, retry: Message, upstream: Upstream) -> Call | Message:
+        """A retry carrying inputResponses: answer the waiting server request, and the suspended
+        call goes on, now the retry's (its id, its stream); or the error the retry gets."""
+        taken = self.take(session, retry)
+        if isinstance(taken, dict):
+            return taken
+        call, server_request_id, answer = taken
+        if call.session.inflight.get(call.client_id) is call:
+            del call.session.inflight[call.client_id]
+        call.session, call.client_id, call.outbox = session, retry["id"], session.call_outbox()
+        session.inflight[call.client_id] = call
+        upstream.send(result(server_request_id, answer))
+        await upstream.drain()
+        return call
 
     def forget(self, call: Call) -> None:
         if call.suspended is not None:

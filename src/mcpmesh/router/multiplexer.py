@@ -23,7 +23,6 @@ from mcpmesh.errors import (
     InternalError,
     InvalidParams,
     InvalidRequest,
-    MethodNotFound,
     RequestCancelled,
 )
 from mcpmesh.jsonrpc import Message, RequestId, as_key, error, params_of, result
@@ -31,12 +30,13 @@ from mcpmesh.protocol.envelope import add_envelope, strip_envelope
 from mcpmesh.protocol.log_levels import LOG_LEVELS, level_passes
 from mcpmesh.protocol.notifications import cancelled
 from mcpmesh.protocol.requests import NAME_BEARING, ParamHeaders, tool_params_of
-from mcpmesh.protocol.results import modernize_reply, to_handshake_era
+from mcpmesh.protocol.results import is_input_required, modernize_reply, to_handshake_era
 from mcpmesh.protocol.versions import negotiate_version
 from mcpmesh.registry.base import Listing
 from mcpmesh.router.attribution import wants_log
 from mcpmesh.router.breaker import CircuitBreaker
 from mcpmesh.router.catalog import KINDS, Catalog, offered
+from mcpmesh.router.client_input import InputRelay, Round
 from mcpmesh.router.expiry import OldestFirstExpiry
 from mcpmesh.router.gateway_calls import GatewayCalls, Spawner, send_quietly
 from mcpmesh.router.input_required import InputBridge
@@ -99,7 +99,8 @@ class Multiplexer:
             on_change=on_catalog_change,
         )
         self.on_initialized = on_initialized  # a session's own process, now initialized by its client
-        self.inputs = InputBridge(self._give_up_waiting)
+        self.inputs = InputBridge(self._give_up_waiting)  # handshake-era servers asking 2026 callers
+        self.input_relay = InputRelay()  # 2026 servers asking handshake-era callers
         self.dropped: Counter[str] = Counter()
         self.server_requests = ServerRequests(
             shared=shared, calls=self.calls, sessions=self.sessions, inputs=self.inputs, dropped=self.dropped
@@ -213,7 +214,7 @@ class Multiplexer:
                 return reply
         upstream = await self.ready_upstream()
         if session.modern and upstream.era == "legacy" and "requestState" in params_of(msg):
-            return await self._resume(session, msg, upstream)
+            return await self.inputs.resume(session, msg, upstream)
         refusal = self.breaker.refusal() if self.breaker is not None else None
         if refusal is not None:
             return error(request_id, CircuitOpen.code, f"server {self.server!r} is not sent requests now: {refusal}")
@@ -240,6 +241,12 @@ class Multiplexer:
 
     async def handle_response(self, session: ClientSession, msg: Message) -> None:
         """A client's answer to a server-initiated request: back to the server with its own id."""
+        asked = self.input_relay.answer(session, msg)
+        if asked is True:
+            return  # more of that round still to come
+        if isinstance(asked, Round):
+            await self._send_again(asked)
+            return
         upstream = self.upstream
         if upstream is None or not self.server_requests.answer(session, msg):
             self.dropped["unmatched_client_response"] += 1
@@ -261,24 +268,8 @@ class Multiplexer:
             await self.log_level.apply(self.upstream, self.sessions)
             return result(request_id, {})
         if method in ("resources/subscribe", "resources/unsubscribe"):
-            return await self._subscription(session, msg)
+            return await self.subscriptions.request(session, msg, await self.ready_upstream())
         return None
-
-    async def _subscription(self, session: ClientSession, msg: Message) -> Message:
-        request_id, uri = msg["id"], params_of(msg).get("uri")
-        if not isinstance(uri, str):
-            return error(request_id, InvalidParams.code, "Invalid params: uri must be a string")
-        upstream = await self.ready_upstream()
-        if upstream.era == "modern":
-            text = "resource subscriptions to 2026-07-28 servers are not bridged yet"
-            return error(request_id, MethodNotFound.code, text)
-        if msg["method"] == "resources/unsubscribe":
-            self.subscriptions.unsubscribe(session, uri, upstream)
-            return result(request_id, {})
-        refused = await self.subscriptions.subscribe(session, uri, upstream)
-        if refused is not None:
-            return {"jsonrpc": "2.0", "id": request_id, "error": refused}
-        return result(request_id, {})
 
     # -- 2026-07-28 subscriptions/listen ------------------------------------------------------
     async def listen(self, listener: Listener, wanted: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +308,8 @@ class Multiplexer:
                 self.tokens[call.backend_token] = call
         if upstream.era == "modern" and not session.modern:
             add_envelope(msg, session.capabilities, session.client_info, session.log_level)
+            if name_key is not None:  # it may come back input_required: asked of the caller, then sent again
+                call.request = msg
         elif upstream.era == "legacy" and session.modern:
             strip_envelope(msg)
         self.calls[call.backend_id] = call
@@ -370,6 +363,7 @@ class Multiplexer:
         if call.session.inflight.get(call.client_id) is call:
             del call.session.inflight[call.client_id]
         self.inputs.forget(call)
+        self.input_relay.forget(call)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
 
@@ -382,6 +376,9 @@ class Multiplexer:
         if call.method == "initialize" and upstream.era is None and "error" in msg:
             self.spawn(lambda: self._handshake_refused(upstream, call, msg))  # the call stays in flight
             return
+        result_ = msg.get("result")
+        if call.request is not None and is_input_required(result_) and self.input_relay.ask(call, result_):
+            return  # the call waits for its caller's answers, then goes again
         self._finish(call, outcome_of(call, msg))
         msg["id"] = call.client_id
         if call.method == "tools/list" and isinstance(msg.get("result"), dict):
@@ -394,6 +391,25 @@ class Multiplexer:
         elif upstream.era == "legacy" and call.session.modern:
             modernize_reply(msg, call.method, upstream.server_info)
         call.outbox.finish(msg)
+
+    async def _send_again(self, turn: Round) -> None:
+        """A caller answered a 2026 server's input requests (or refused one): the call goes again."""
+        call, upstream = turn.call, self.upstream
+        if self.calls.get(call.backend_id) is not call or upstream is None:
+            return  # it ended meanwhile (timed out, cancelled, its process gone)
+        if turn.refusal is not None:
+            self._finish(call, Outcome.ERROR)
+            text = f"the client refused the server's input request: {turn.refusal.get('message')}"
+            call.outbox.finish(error(call.client_id, turn.refusal.get("code", InternalError.code), text))
+            return
+        retry_id = self.input_relay.fresh_id()
+        # Re-keyed in place, so the calls stay in the order they started (time-outs expect it).
+        entries = [(retry_id if c is call else k, c) for k, c in self.calls.items()]
+        self.calls.clear()
+        self.calls.update(entries)
+        upstream.send(self.input_relay.retry_of(turn, retry_id))
+        call.backend_id = retry_id
+        await upstream.drain()
 
     async def _handshake_refused(self, upstream: Upstream, call: Call, refusal: Message) -> None:
         """A session's own initialize was refused by a process of unsettled era: if it speaks
@@ -465,17 +481,3 @@ class Multiplexer:
         if self.upstream is not None:
             send_quietly(self.upstream, error(server_request_id, UNROUTABLE, "the client did not answer in time"))
         self.cancel(call, "the client did not provide the requested input in time")
-
-    async def _resume(self, session: ClientSession, msg: Message, upstream: Upstream) -> Call | Message:
-        """A retry carrying inputResponses: answer the waiting server request, reattach the call."""
-        taken = self.inputs.take(session, msg)
-        if isinstance(taken, dict):
-            return taken  # the error this retry gets
-        call, server_request_id, answer = taken
-        if call.session.inflight.get(call.client_id) is call:
-            del call.session.inflight[call.client_id]
-        call.session, call.client_id, call.outbox = session, msg["id"], session.call_outbox()
-        session.inflight[call.client_id] = call
-        upstream.send({"jsonrpc": "2.0", "id": server_request_id, "result": answer})
-        await upstream.drain()
-        return call

@@ -56,6 +56,7 @@ class Call:
         "client_token",
         "backend_token",
         "suspended",
+        "request",
         "started",
     )
 
@@ -65,6 +66,7 @@ class Call:
         self.method = method
         self.name = name  # the tool or prompt name, or resource uri, a requestState is bound to
         self.suspended: str | None = None  # handle while waiting for a 2026 client's input
+        self.request: Message | None = None  # as sent, while a 2026 server may ask its handshake-era caller for input
         self.outbox = session.call_outbox()
         self.backend_id: RequestId = client_id
         self.client_token: Any = None

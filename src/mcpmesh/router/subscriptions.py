@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from mcpmesh.backend.upstream import Upstream
-from mcpmesh.jsonrpc import Message, RequestId, params_of, result
+from mcpmesh.errors import InvalidParams, MethodNotFound
+from mcpmesh.jsonrpc import Message, RequestId, error, params_of, result
 from mcpmesh.protocol.envelope import META_SUBSCRIPTION_ID
 from mcpmesh.router.outbox import Outbox
 
@@ -54,6 +55,22 @@ class Subscriptions:
 
     def holders(self, uri: str) -> set[Subscriber]:
         return self.by_uri.get(uri, set())
+
+    async def request(self, subscriber: Subscriber, msg: Message, upstream: Upstream) -> Message:
+        """A client's resources/subscribe or resources/unsubscribe, answered."""
+        request_id, uri = msg["id"], params_of(msg).get("uri")
+        if not isinstance(uri, str):
+            return error(request_id, InvalidParams.code, "Invalid params: uri must be a string")
+        if upstream.era == "modern":
+            text = "resource subscriptions to 2026-07-28 servers are not bridged yet"
+            return error(request_id, MethodNotFound.code, text)
+        if msg["method"] == "resources/unsubscribe":
+            self.unsubscribe(subscriber, uri, upstream)
+            return result(request_id, {})
+        refused = await self.subscribe(subscriber, uri, upstream)
+        if refused is not None:
+            return {"jsonrpc": "2.0", "id": request_id, "error": refused}
+        return result(request_id, {})
 
     async def subscribe(self, subscriber: Subscriber, uri: str, upstream: Upstream) -> Any:
         """Count one more subscriber of uri; the first one subscribes the server. The server's
