@@ -121,6 +121,46 @@ async def test_base64_encoded_name_header_is_decoded_before_comparing(
     assert reply.json()["result"]["content"][0]["type"] == "text"
 
 
+async def raw_post(mesh: RunningMesh, path: str, head: dict[str, str], body: bytes) -> tuple[int, Any]:
+    """A POST written byte for byte (httpx refuses header values with surrounding whitespace)."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{mesh.port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in head.items()] + [f"Content-Length: {len(body)}", "", ""]
+    async with await anyio.connect_tcp("127.0.0.1", mesh.port) as stream:
+        await stream.send("\r\n".join(lines).encode() + body)
+        reply = b""
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    reply += await stream.receive()
+                except anyio.EndOfStream:
+                    break
+    status_line, _, rest = reply.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+async def test_whitespace_around_routing_header_values_is_not_part_of_them(mesh: RunningMesh) -> None:
+    """An HTTP field value excludes the whitespace around it (RFC 9110 5.5): padded Mcp-Name,
+    Mcp-Method and MCP-Protocol-Version values still match the body."""
+    msg = request(1, "tools/call", {"name": "test_simple_text", "arguments": {}})
+    head = headers(
+        msg, **{"Mcp-Name": "  test_simple_text\t", "Mcp-Method": " tools/call ", "MCP-Protocol-Version": f"{V} "}
+    )
+    status, body = await raw_post(mesh, "/servers/conf/mcp", head, orjson.dumps(msg))
+    assert status == 200, body
+    assert body["result"]["content"][0]["type"] == "text"
+
+
+async def test_tasks_requests_must_name_their_task_in_mcp_name(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    """The tasks extension (SEP-2663): Mcp-Name mirrors params.taskId of tasks/get, update and cancel."""
+    for method in ("tasks/get", "tasks/update", "tasks/cancel"):
+        msg = request(1, method, {"taskId": "task-1"})
+        for wrong in ({"Mcp-Name": "task-2"}, {"Mcp-Name": None}):
+            reply = await post(http, mesh.url("conf"), msg, **wrong)
+            assert reply.status_code == 400 and error_of(reply)["code"] == -32020, (method, wrong)
+        named = await post(http, mesh.url("conf"), msg, **{"Mcp-Name": "task-1"})
+        assert error_of(named)["code"] != -32020, method  # past the headers: the server answers
+
+
 async def test_unsupported_version_gets_400_with_the_supported_list(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
     msg = request(1, "tools/list", **{"io.modelcontextprotocol/protocolVersion": "2099-01-01"})
     reply = await post(http, mesh.url("conf"), msg, **{"MCP-Protocol-Version": "2099-01-01"})

@@ -31,8 +31,18 @@ VERSION_HEADER = "mcp-protocol-version"
 METHOD_HEADER = "mcp-method"
 NAME_HEADER = "mcp-name"
 ROUTING_HEADERS = frozenset({VERSION_HEADER, METHOD_HEADER, NAME_HEADER})
-NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+NAME_BEARING = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    "tasks/get": "taskId",  # the tasks extension (SEP-2663): Mcp-Name routes a task's requests
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
 """Methods whose Mcp-Name header must equal a body parameter, and which one."""
+INPUT_REQUIRED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+"""The requests a server may answer with an input-required result (2026-07-28 MRTR)."""
+OWS = " \t"  # optional whitespace around an HTTP field value, which is not part of it (RFC 9110 5.5)
 
 REMOVED_IN_2026 = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 """Handshake-era methods a 2026-07-28 request may not use (404, MethodNotFound)."""
@@ -57,9 +67,11 @@ def status_for(code: int) -> int:
 
 
 def decode_header(value: str | None) -> str | None:
-    """An Mcp-* header value, with the `=?base64?…?=` form decoded (None when absent or broken)."""
+    """An Mcp-* header value without surrounding whitespace, with the `=?base64?…?=` form decoded
+    (None when absent or broken): a value whose own ends are spaces travels base64-encoded."""
     if value is None:
         return None
+    value = value.strip(OWS)
     match = _ENCODED.match(value)
     if match is None:
         return value
@@ -80,7 +92,8 @@ def validate_request(msg: Message, headers: Mapping[str, str], raw_headers: Iter
     if missing:
         raise InvalidParams(f"params._meta is missing the required key(s): {', '.join(missing)}")
     version = meta[META_PROTOCOL_VERSION]
-    if headers.get(VERSION_HEADER) != version:
+    sent_version = headers.get(VERSION_HEADER)
+    if sent_version is None or sent_version.strip(OWS) != version:
         raise HeaderMismatch("MCP-Protocol-Version header does not match params._meta protocolVersion")
     method = msg["method"]
     if decode_header(headers.get(METHOD_HEADER)) != method:

@@ -13,7 +13,7 @@ from mcpmesh.backend.upstream import Upstream
 from mcpmesh.errors import InvalidParams, StateRejected
 from mcpmesh.jsonrpc import Message, RequestId, error, params_of, result
 from mcpmesh.protocol.request_state import RequestStateSealer, Sealed
-from mcpmesh.protocol.requests import NAME_BEARING, name_of
+from mcpmesh.protocol.requests import INPUT_REQUIRED_METHODS, name_of
 from mcpmesh.router.session import Call, ClientSession
 
 
@@ -29,7 +29,7 @@ class InputBridge:
     def ask(self, call: Call, server_request: Message) -> Message | None:
         """Suspend `call` for this server request; the input_required reply for the client, or
         None if the call cannot be suspended (already waiting, or not a call MRTR allows)."""
-        if call.suspended is not None or call.method not in NAME_BEARING:
+        if call.suspended is not None or call.method not in INPUT_REQUIRED_METHODS:
             return None
         handle, key = secrets.token_urlsafe(16), f"input-{next(self._keys)}"
         call.suspended = handle

@@ -29,7 +29,7 @@ from mcpmesh.jsonrpc import Message, RequestId, as_key, error, params_of, result
 from mcpmesh.protocol.envelope import add_envelope, strip_envelope
 from mcpmesh.protocol.log_levels import LOG_LEVELS, level_passes
 from mcpmesh.protocol.notifications import cancelled
-from mcpmesh.protocol.requests import NAME_BEARING, ParamHeaders, tool_params_of
+from mcpmesh.protocol.requests import INPUT_REQUIRED_METHODS, NAME_BEARING, ParamHeaders, tool_params_of
 from mcpmesh.protocol.results import is_input_required, modernize_reply, to_handshake_era
 from mcpmesh.protocol.versions import negotiate_version
 from mcpmesh.registry.base import Listing
@@ -308,7 +308,7 @@ class Multiplexer:
                 self.tokens[call.backend_token] = call
         if upstream.era == "modern" and not session.modern:
             add_envelope(msg, session.capabilities, session.client_info, session.log_level)
-            if name_key is not None:  # it may come back input_required: asked of the caller, then sent again
+            if msg["method"] in INPUT_REQUIRED_METHODS:  # it may come back input_required: asked of the caller
                 call.request = msg
         elif upstream.era == "legacy" and session.modern:
             strip_envelope(msg)
