@@ -570,6 +570,17 @@ async def test_resource_updates_reach_only_subscribers_and_list_changes_reach_ev
         await swarm.finish()  # includes: each session saw every list change exactly once per change
 
 
+async def test_roots_are_never_offered_to_a_shared_process_so_none_can_reach_another_client() -> None:
+    """A shared process keeps the roots it is given and would answer every client with them: the
+    gateway declares sampling and elicitation to it (routed to the one caller), never roots, even
+    when every session has some to give."""
+    async with hostile_mesh() as swarm:
+        await swarm.open("A", "B", capabilities={"roots": {"listChanged": True}, "sampling": {}})
+        declared = (await swarm.state())["client_capabilities"]
+        assert declared == {"sampling": {}, "elicitation": {"form": {}, "url": {}}}
+        await swarm.finish()
+
+
 # -- 5. log levels ------------------------------------------------------------------------------
 async def test_each_session_gets_logs_at_its_own_level_whatever_the_others_set() -> None:
     async with hostile_mesh() as swarm:

@@ -26,9 +26,11 @@ Era = Literal["legacy", "modern"]
 # The gateway's own requests that cannot make a server emit logs or requests on someone's behalf.
 _INERT_METHODS = frozenset({"ping", "server/discover", "tools/list", "prompts/list", "resources/list"})
 PROBE_TIMEOUT = 10.0  # a handshake-era server answers an unknown method at once; silence means legacy
-# What the gateway declares to a handshake-era backend: it can route these to the one client that
-# caused them, and answers the backend with an error when it cannot.
-GATEWAY_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}}
+# What the gateway declares to a handshake-era backend it initializes itself (a shared process): it
+# routes these requests to the one client that caused them, and answers the backend with an error
+# when it cannot. Not roots: a shared process keeps the roots it was given and would show one
+# client's to every other, so roots reach only a process of the client's own (sharing = "session").
+GATEWAY_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}}
 
 log = logging.getLogger("mcpmesh.upstream")
 
