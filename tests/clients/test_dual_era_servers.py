@@ -21,8 +21,8 @@ pytestmark = pytest.mark.anyio
 
 SERVERS = {"fastmcp": "dual_era_fastmcp.py", "sdk": "dual_era_sdk.py"}
 # (sharing, client mode): a 2026-07-28 client of a session-mode server gets a process per request,
-# so its input-required retries would reach another process; the mesh does not offer input there yet.
-RUNS = [("shared", "legacy"), ("shared", "2026-07-28"), ("session", "legacy")]
+# and its input-required retry goes back to the process whose call it resumes.
+RUNS = [("shared", "legacy"), ("shared", "2026-07-28"), ("session", "legacy"), ("session", "2026-07-28")]
 
 
 async def answer_elicitation(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:

@@ -20,9 +20,12 @@ class ServedServer(Protocol):
         """A new session for this `initialize`, and the reply (or the call that will carry it).
         With `relay_to`, every reply of the session goes to that one stream (legacy HTTP+SSE)."""
 
-    async def router_for_request(self, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Multiplexer:
-        """The router that serves one 2026-07-28 request (which has no session); its `on_idle`, if
-        set, must be called once the request leaves nothing in flight."""
+    async def router_for_request(
+        self, capabilities: dict[str, Any], client_info: dict[str, Any], request_state: str | None = None
+    ) -> Multiplexer:
+        """The router that serves one 2026-07-28 request (which has no session): for a retry that
+        carries a requestState, the one holding the call it resumes; its `on_idle`, if set, must be
+        called once the request leaves nothing in flight."""
 
 
 Servers = Mapping[str, ServedServer]

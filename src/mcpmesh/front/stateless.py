@@ -57,11 +57,15 @@ class StatelessEndpoint:
             return _refused(msg, exc)
         meta: dict[str, Any] = params_of(msg)["_meta"]
         info = meta.get(META_CLIENT_INFO)
+        state = params_of(msg).get("requestState")
         mux: Multiplexer | None = None
         try:
-            # A shared server's one router, or (sharing = "session") a process of the request's own.
+            # A shared server's one router, or (sharing = "session") a process of the request's own,
+            # or the one holding the call a retry resumes.
             mux = await server.router_for_request(
-                meta[META_CLIENT_CAPABILITIES], info if isinstance(info, dict) else {}
+                meta[META_CLIENT_CAPABILITIES],
+                info if isinstance(info, dict) else {},
+                state if isinstance(state, str) else None,
             )
             if msg["method"] == "tools/call":
                 declared = mux.tool_params.get(params_of(msg).get("name"))  # type: ignore[arg-type]

@@ -21,10 +21,6 @@ RESERVED_PREFIX = "io.modelcontextprotocol/"
 GATEWAY_INFO = {"name": "mcpmesh", "version": __version__}
 """Who the gateway says it is when it speaks to a server on its own account."""
 
-INPUT_CAPABILITIES = ("sampling", "elicitation", "roots")
-"""Client capabilities a server uses by asking the client for input (a handshake-era server's
-requests mid-call, a 2026-07-28 server's input-required results)."""
-
 
 def modern_meta(capabilities: dict[str, Any], client_info: dict[str, Any] | None) -> dict[str, Any]:
     """The per-request `_meta` envelope a 2026-07-28 server expects."""
@@ -32,11 +28,6 @@ def modern_meta(capabilities: dict[str, Any], client_info: dict[str, Any] | None
     if client_info:
         meta[META_CLIENT_INFO] = client_info
     return meta
-
-
-def without_input_capabilities(capabilities: dict[str, Any]) -> dict[str, Any]:
-    """A client's capabilities less those a server could only use through input requests."""
-    return {k: v for k, v in capabilities.items() if k not in INPUT_CAPABILITIES}
 
 
 def add_envelope(

@@ -10,6 +10,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -42,6 +43,22 @@ class RequestStateSealer:
 
     def open(self, token: str, caller: str, method: str, name: str | None) -> Sealed:
         """The sealed state, if authentic, current, this caller's and for this request."""
+        fields = self._authentic(token)
+        if not hmac.compare_digest(fields["c"], caller):
+            raise StateRejected("requestState belongs to another caller")
+        if (fields["m"], fields["n"]) != (method, name):
+            raise StateRejected("requestState belongs to another request")
+        return Sealed(fields["h"], fields["c"], fields["m"], fields["n"])
+
+    def handle_of(self, token: str) -> str | None:
+        """Which suspended call an authentic, current state resumes (None if it is not one of
+        ours): enough to find where the call waits; `open` still checks who resumes it."""
+        try:
+            return str(self._authentic(token)["h"])
+        except StateRejected:
+            return None
+
+    def _authentic(self, token: str) -> dict[str, Any]:
         if not token.startswith(PREFIX) or token.count(".") != 2:
             raise StateRejected("requestState was not issued by this gateway")
         body, mac = token[len(PREFIX) :].split(".")
@@ -54,11 +71,7 @@ class RequestStateSealer:
         fields = orjson.loads(payload)
         if fields["e"] < time.time():
             raise StateRejected("requestState has expired")
-        if not hmac.compare_digest(fields["c"], caller):
-            raise StateRejected("requestState belongs to another caller")
-        if (fields["m"], fields["n"]) != (method, name):
-            raise StateRejected("requestState belongs to another request")
-        return Sealed(fields["h"], fields["c"], fields["m"], fields["n"])
+        return fields  # type: ignore[no-any-return]
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()

@@ -15,7 +15,7 @@ from mcpmesh.backend.upstream import Upstream
 from mcpmesh.config import ServerConfig
 from mcpmesh.errors import BackendUnavailable, MeshError, SpawnError
 from mcpmesh.jsonrpc import Message, params_of, result
-from mcpmesh.protocol.envelope import GATEWAY_INFO, without_input_capabilities
+from mcpmesh.protocol.envelope import GATEWAY_INFO
 from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.session import Call, ClientSession, SessionStore
@@ -40,6 +40,7 @@ class PerSessionServer(ServerBase):
         self._spares_used = False
         self._catalog_read_at = -float("inf")
         self.processes: set[Connection] = set()
+        self.request_routers: set[Multiplexer] = set()  # of the per-request processes alive now
 
     @staticmethod
     def _spare_channel() -> tuple[MemoryObjectSendStream[Spare], MemoryObjectReceiveStream[Spare]]:
@@ -134,6 +135,7 @@ class PerSessionServer(ServerBase):
             reason = await self._serve_until_exit(child, upstream, ready)
         finally:
             self.processes.discard(child)
+            self.request_routers.discard(mux)
             mux.upstream_closed(upstream, ended_reason(child))
         for session in list(mux.sessions):
             self.store.close(session, f"server process {reason}")
@@ -160,19 +162,26 @@ class PerSessionServer(ServerBase):
             return session, result(msg["id"], spare.mux.initialize_result(params_of(msg)))
         return session, await spare.mux.handle_request(session, msg)  # the client's own handshake
 
-    async def router_for_request(self, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Multiplexer:
+    async def router_for_request(
+        self, capabilities: dict[str, Any], client_info: dict[str, Any], request_state: str | None = None
+    ) -> Multiplexer:
         """A process of its own for one 2026-07-28 request (the stateless form of a session):
-        handshaken on the caller's behalf if it is a handshake-era server, stopped once idle."""
+        handshaken on the caller's behalf if it is a handshake-era server, stopped once idle. A
+        retry whose requestState resumes a call suspended on one of them goes to that one."""
+        if request_state is not None:
+            for mux in self.request_routers:
+                handle = mux.inputs.sealer.handle_of(request_state)
+                if handle is not None and handle in mux.inputs.waiting:
+                    return mux
         spare = await self._take_spare()
         if spare.upstream.era != "modern":
-            # Input-required results are not bridged across a per-request process's retries.
-            caps = without_input_capabilities(capabilities)
             try:
-                await spare.upstream.initialize(self.config.startup_timeout, caps, client_info or GATEWAY_INFO)
+                await spare.upstream.initialize(self.config.startup_timeout, capabilities, client_info or GATEWAY_INFO)
             except MeshError:
                 self.spawn(spare.child.stop)
                 raise
         spare.mux.on_idle = lambda: self.spawn(spare.child.stop)
+        self.request_routers.add(spare.mux)
         return spare.mux
 
     async def _take_spare(self) -> Spare:

@@ -159,5 +159,7 @@ class SharedServer(ServerBase):
         self.mux.join(session)
         return session, reply
 
-    async def router_for_request(self, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Multiplexer:
-        return self.mux  # every request shares the one process
+    async def router_for_request(
+        self, capabilities: dict[str, Any], client_info: dict[str, Any], request_state: str | None = None
+    ) -> Multiplexer:
+        return self.mux  # every request shares the one process, retries included
