@@ -68,6 +68,16 @@ def test_claude_desktop_json_is_accepted_unchanged(tmp_path: Path) -> None:
     assert config.servers["everything"].command == "npx"
 
 
+def test_disabled_entries_of_the_clients_json_are_not_started(tmp_path: Path) -> None:
+    text = """{"mcpServers": {
+  "on": {"command": "mcp-server-time"},
+  "off": {"command": "mcp-server-time", "disabled": true},
+  "said_no_but_not_a_boolean": {"command": "mcp-server-time", "disabled": "yes"}
+}}"""
+    config = load_config(write(tmp_path, "mcp.json", text))
+    assert list(config.servers) == ["on", "said_no_but_not_a_boolean"]
+
+
 def test_claude_code_mcp_json_without_json_suffix_is_detected(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ".mcp", '{"mcpServers": {"t": {"command": "mcp-server-time"}}}'))
     assert list(config.servers) == ["t"]

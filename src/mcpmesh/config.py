@@ -239,7 +239,13 @@ def _parse_json(path: Path, text: str) -> dict[str, Any]:
         raise ConfigError(str(path), f"invalid JSON: {exc.msg}", line=exc.lineno) from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("mcpServers"), dict):
         raise ConfigError(str(path), 'expected an object with an "mcpServers" object', key="mcpServers")
-    return {"servers": {name: _from_client_entry(path, name, e) for name, e in doc["mcpServers"].items()}}
+    entries = doc["mcpServers"].items()
+    return {"servers": {name: _from_client_entry(path, name, e) for name, e in entries if not _disabled(e)}}
+
+
+def _disabled(entry: Any) -> bool:
+    """A client's entry switched off (`"disabled": true`): the client does not start it, nor does the mesh."""
+    return isinstance(entry, dict) and entry.get("disabled") is True
 
 
 def _from_client_entry(path: Path, name: str, entry: Any) -> dict[str, Any]:

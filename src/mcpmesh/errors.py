@@ -36,6 +36,7 @@ MeshError
 ├── PortPoolExhausted        no port of the dedicated-port range can be handed out
 ├── ServerBlocked            an operator asked to start a server that cannot run
 ├── SpawnError               a server process could not be started
+│   └── CommandNotFound      its command does not exist or may not be run: not retried
 ├── MeshUnreachable          the CLI could not get an answer from the running mesh
 └── ValidationGap            `mcpmesh validate`: what answered differs from what the registry claims
 """
@@ -209,6 +210,11 @@ class ServerBlocked(MeshError):
 
 class SpawnError(MeshError):
     """The server's command could not be started (not found, not executable)."""
+
+
+class CommandNotFound(SpawnError):
+    """The command does not exist (or may not be executed): retrying cannot help until someone
+    installs it."""
 
 
 class MeshUnreachable(MeshError):

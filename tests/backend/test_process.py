@@ -304,6 +304,26 @@ async def test_child_gets_the_allow_list_and_configured_variables_only(monkeypat
     assert not {name for name in unexpected if name in os.environ}, unexpected
 
 
+async def test_child_gets_the_proxy_and_ca_variables_package_launchers_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    network = {
+        "SSL_CERT_FILE": "/etc/corp/ca.pem",
+        "NODE_EXTRA_CA_CERTS": "/etc/corp/ca.pem",
+        "REQUESTS_CA_BUNDLE": "/etc/corp/ca.pem",
+        "SSL_CERT_DIR": "/etc/corp/certs",
+        "HTTPS_PROXY": "http://proxy.corp:3128",
+        "https_proxy": "http://proxy.corp:3128",
+        "NO_PROXY": "localhost,127.0.0.1",
+        "no_proxy": "localhost,127.0.0.1",
+    }
+    for name, value in network.items():
+        monkeypatch.setenv(name, value)
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    async with spawned(script(code), env=child_environment({})) as child:
+        [line] = await read_all(child)
+    seen = json.loads(line)
+    assert {name: seen.get(name) for name in network} == network
+
+
 # -- the stop sequence ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("argv", "expected"),

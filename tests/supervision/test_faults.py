@@ -294,6 +294,24 @@ async def test_a_server_that_dies_right_after_its_handshake_every_time_goes_fail
 
 
 @pytest.mark.parametrize("sharing", ["shared", "session"])
+async def test_a_command_that_does_not_exist_is_failed_at_once_not_retried(sharing: str) -> None:
+    """Retrying cannot make a missing command appear: `failed` with no restart in between, even with
+    the default restart policy, and the reason says what brings it back."""
+    missing = {"command": "mcpmesh-test-no-such-command", "sharing": sharing}
+    with anyio.fail_after(10):
+        async with running_mesh({"missing": missing, "good": faulty()}) as mesh:
+            server = mesh.mesh.supervisor.servers["missing"]
+            await wait_for_state(server, State.FAILED)
+            assert server.reason.startswith("command not found on PATH: mcpmesh-test-no-such-command")
+            assert server.reason.endswith("not retried: install it, then `mcpmesh restart missing`")
+            states = [
+                e.detail["state"] for e in mesh.mesh.registry.events(0, 100, "missing") if e.kind == "state_changed"
+            ]
+            assert states == ["failed"]
+            assert server.restarts == 0
+
+
+@pytest.mark.parametrize("sharing", ["shared", "session"])
 async def test_a_command_that_does_not_exist_goes_failed_with_command_not_found(sharing: str) -> None:
     missing = {"command": "mcpmesh-test-no-such-command", "sharing": sharing, "restart": GIVE_UP_FAST}
     with anyio.fail_after(10):

@@ -15,9 +15,18 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
-from mcpmesh.errors import SpawnError
+from mcpmesh.errors import CommandNotFound, SpawnError
 
-ENV_ALLOWLIST = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
+NETWORK_ENV = (
+    *("SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE"),
+    *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"),
+)
+"""How a machine reaches the network (a company CA, a proxy): without them `uvx` and `npx` servers
+cannot fetch their packages behind a proxy or a TLS-inspecting firewall."""
+ENV_ALLOWLIST = (
+    *("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ"),
+    *NETWORK_ENV,
+)
 """Variables a server inherits from mcpmesh; everything else must be configured (as the SDK does)."""
 
 MARKER_VARIABLE = "MCPMESH_SERVER"
@@ -51,11 +60,11 @@ def resolve_command(command: str, env: Mapping[str, str]) -> str:
     if os.sep in command:
         if os.access(command, os.X_OK):
             return command
-        raise SpawnError(f"command not found or not executable: {command}")
+        raise CommandNotFound(f"command not found or not executable: {command}")
     search = os.pathsep.join(filter(None, [env.get("PATH", os.defpath), str(Path(sys.executable).parent)]))
     found = shutil.which(command, path=search)
     if found is None:
-        raise SpawnError(f"command not found on PATH: {command}")
+        raise CommandNotFound(f"command not found on PATH: {command}")
     return found
 
 

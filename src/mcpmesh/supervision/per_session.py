@@ -13,14 +13,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcpmesh.backend.connection import Connection
 from mcpmesh.backend.upstream import Upstream
 from mcpmesh.config import ServerConfig
-from mcpmesh.errors import BackendUnavailable, MeshError, SpawnError
+from mcpmesh.errors import BackendUnavailable, CommandNotFound, MeshError, SpawnError
 from mcpmesh.jsonrpc import Message, params_of, result
 from mcpmesh.protocol.envelope import GATEWAY_INFO
 from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.session import Call, ClientSession, SessionStore
 from mcpmesh.supervision.probes import UNHEALTHY_AFTER, probe_method, probes
-from mcpmesh.supervision.server import EXIT_READ_GRACE, Reporting, ServerBase, State, ended_reason, log
+from mcpmesh.supervision.server import EXIT_READ_GRACE, Reporting, ServerBase, State, ended_reason, log, not_retried
 
 
 class Spare:
@@ -66,6 +66,9 @@ class PerSessionServer(ServerBase):
         while True:
             try:
                 spare = await self._start_spare()
+            except CommandNotFound as exc:
+                self.set_state(State.FAILED, not_retried(exc, self.name))
+                await anyio.sleep_forever()
             except (MeshError, TimeoutError) as exc:
                 failures += 1
                 if failures > policy.max_restarts:

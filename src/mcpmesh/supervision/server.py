@@ -19,7 +19,7 @@ from mcpmesh.backend.connection import Connection
 from mcpmesh.backend.process import ChildProcess, child_environment
 from mcpmesh.backend.upstream import Traffic, Upstream
 from mcpmesh.config import ServerConfig
-from mcpmesh.errors import MeshError
+from mcpmesh.errors import CommandNotFound, MeshError
 from mcpmesh.jsonrpc import Message, params_of
 from mcpmesh.protocol.versions import negotiate_version
 from mcpmesh.registry.base import Listing
@@ -273,6 +273,11 @@ class ServerBase:
             relay_to=relay_to,
             stream=relay_to,
         )
+
+
+def not_retried(exc: CommandNotFound, name: str) -> str:
+    """Why a server whose command is missing failed at once, and what brings it back."""
+    return f"{exc}; not retried: install it, then `mcpmesh restart {name}`"
 
 
 def ended_reason(child: Connection) -> str:

@@ -13,14 +13,14 @@ import anyio.abc
 from mcpmesh.backend.connection import Connection
 from mcpmesh.backend.upstream import Upstream
 from mcpmesh.config import ServerConfig
-from mcpmesh.errors import MeshError
+from mcpmesh.errors import CommandNotFound, MeshError
 from mcpmesh.jsonrpc import Message, params_of, result
 from mcpmesh.router.breaker import Circuit, CircuitBreaker
 from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.session import Call, ClientSession, SessionStore
 from mcpmesh.supervision.probes import UNHEALTHY_AFTER, probe_method, probes
-from mcpmesh.supervision.server import RESTART_CAUSES, Reporting, ServerBase, State, ended_reason
+from mcpmesh.supervision.server import RESTART_CAUSES, Reporting, ServerBase, State, ended_reason, not_retried
 
 
 class SharedServer(ServerBase):
@@ -52,7 +52,10 @@ class SharedServer(ServerBase):
                 self.mux.failed_reason = None
                 while True:
                     started = time.monotonic()
-                    reason = await self._run_once()
+                    try:
+                        reason = await self._run_once()
+                    except CommandNotFound as exc:
+                        await self._fail(not_retried(exc, self.name))
                     now = time.monotonic()
                     if now - started > policy.window:
                         delay = policy.backoff_initial  # it ran well for a while: start the backoff over
@@ -60,10 +63,7 @@ class SharedServer(ServerBase):
                     while exits and exits[0] < now - policy.window:
                         exits.popleft()
                     if len(exits) > policy.max_restarts:
-                        why = f"{reason}; {len(exits)} exits within {policy.window:g}s"
-                        self.mux.failed_reason = why
-                        self.set_state(State.FAILED, why)
-                        await anyio.sleep_forever()
+                        await self._fail(f"{reason}; {len(exits)} exits within {policy.window:g}s")
                     self.set_state(State.RESTARTING, reason)
                     await anyio.sleep(random.uniform(delay / 2, delay))  # jitter spreads restarts out
                     delay = min(delay * 2, policy.backoff_max)
@@ -72,6 +72,12 @@ class SharedServer(ServerBase):
         finally:
             self.mux.failed_reason = self._stop_reason  # requests until it starts again fail at once
             self.set_state(State.STOPPED, self._stop_reason)
+
+    async def _fail(self, why: str) -> None:
+        """Give up until an operator restarts it: requests fail at once, saying why."""
+        self.mux.failed_reason = why
+        self.set_state(State.FAILED, why)
+        await anyio.sleep_forever()
 
     def live_connections(self) -> list[Connection]:
         return [self.child] if self.child is not None else []
@@ -91,6 +97,8 @@ class SharedServer(ServerBase):
         self._restart_cause = "spawn_failed"
         try:
             child = await self._spawn_child()
+        except CommandNotFound:
+            raise
         except MeshError as exc:
             return str(exc)
         self._restart_cause = "exited"
