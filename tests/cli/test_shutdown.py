@@ -218,3 +218,46 @@ class StreamHolder:
             self.error = exc
         finally:
             self.reached.set()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_one_signal_stops_mcpmesh_with_a_session_mode_session_open(tmp_path: Path, sig: signal.Signals) -> None:
+    """A session of a `sharing = "session"` server that its client never DELETEs (Claude Code
+    never does): the first signal ends it, its process and the mesh."""
+    port = free_port()
+    config = tmp_path / "mcpmesh.toml"
+    state = toml_value(str(tmp_path / "state"))
+    config.write_text(
+        f"[mesh]\nport = {port}\nstate_dir = {state}\n\n[servers.own]\ncommand = {toml_value(PYTHON)}\n"
+        f'args = {toml_value([FAULTY])}\nsharing = "session"\n',
+        encoding="utf-8",
+    )
+    stderr = tmp_path / "stderr.txt"
+    with open(tmp_path / "stdout.txt", "wb") as out, open(stderr, "wb") as err:
+        proc = subprocess.Popen([PYTHON, "-m", "mcpmesh", "up", "--config", str(config)], stdout=out, stderr=err)
+    mesh = Mesh(proc, port, stderr)
+    try:
+        wait_healthy(mesh)
+        init = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+        with httpx.Client(timeout=EXIT_BOUND) as http:
+            reply = http.post(
+                f"{mesh.base_url}/servers/own/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init},
+                headers=HEADERS,
+            )
+        assert reply.status_code == 200 and "mcp-session-id" in reply.headers, reply.text
+        mesh.tree = descendants(proc.pid)
+        assert len([p for p in mesh.tree.values() if p.ppid == proc.pid]) == 2  # the session's and a spare
+
+        os.kill(proc.pid, sig)
+        code = proc.wait(timeout=EXIT_BOUND)
+        log = mesh.log()
+        assert code == 0, log
+        assert "Traceback" not in log and "ERROR" not in log, log
+        assert wait_gone_sync(mesh.tree.values()) == [], f"outlived mcpmesh: {survivors(mesh.tree.values())}"
+    finally:
+        if proc.poll() is None:
+            mesh.tree |= descendants(proc.pid)
+            proc.kill()
+            proc.wait(timeout=10)
+        kill_survivors(mesh.tree.values())

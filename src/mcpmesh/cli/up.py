@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -37,6 +38,8 @@ SHUTDOWN_GRACE = 3  # seconds uvicorn waits for open connections (SSE streams) b
 # 32 sessions, bench/README.md); every 50,000 still bounds how much cyclic garbage can pile up.
 GC_THRESHOLDS = (50_000, 50, 100)
 
+log = logging.getLogger("mcpmesh.up")
+
 
 class _MeshServer(uvicorn.Server):
     """uvicorn's server with our own signal handling: SIGINT, SIGTERM and SIGHUP all start the
@@ -44,12 +47,23 @@ class _MeshServer(uvicorn.Server):
     re-raising the signal as uvicorn does. A second signal forces the exit."""
 
     on_stop: Callable[[], None] = staticmethod(lambda: None)
+    _ending: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Sessions end first, so open streams close and calls in flight get an answer before
-        # uvicorn waits for connections to finish.
-        self.on_stop()
+        # uvicorn waits for connections to finish (it looks at should_exit every 0.1 s). From a
+        # task: a signal handler runs outside any, where anyio cannot tell which loop it is on
+        # (ending a session-mode session starts the stop of its process); and whatever happens
+        # there, the stop goes ahead.
+        if not self.should_exit and self._ending is None:
+            self._ending = asyncio.get_running_loop().create_task(self._end_client_streams())
         super().handle_exit(sig, frame)
+
+    async def _end_client_streams(self) -> None:
+        try:
+            self.on_stop()
+        except Exception:
+            log.exception("ending the client sessions failed; stopping anyway")
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
