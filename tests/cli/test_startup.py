@@ -4,8 +4,11 @@ bench/README.md measures the cold start; this keeps the imports from creeping ba
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -28,3 +31,28 @@ def test_listeners_load_no_websocket_protocol() -> None:
     config.load()
     assert config.ws_protocol_class is None
     assert config.http_protocol_class is Http1Protocol
+
+
+def test_a_busy_main_port_fails_at_once_naming_its_holder_before_any_server_is_spawned(tmp_path: Path) -> None:
+    marker = tmp_path / "spawned"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        config = tmp_path / "mcpmesh.toml"
+        config.write_text(
+            f'[mesh]\nport = {port}\nstate_dir = "{tmp_path / "state"}"\n\n'
+            f'[servers.s]\ncommand = "sh"\nargs = ["-c", "touch {marker}; exec sleep 30"]\n',
+            encoding="utf-8",
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "mcpmesh", "up", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert f"held by pid {os.getpid()} " in done.stderr  # this test holds it
+    assert f"set [mesh] port in {config} or pass --port" in done.stderr
+    assert not marker.exists(), "a server was spawned before the port was known to be busy"

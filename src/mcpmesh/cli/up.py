@@ -20,8 +20,10 @@ from mcpmesh.app import create_app
 from mcpmesh.cli.up_progress import show_progress
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError
+from mcpmesh.front.dedicated import listening_socket
 from mcpmesh.front.uvicorn_options import SERVE_WITH
 from mcpmesh.observe import logs
+from mcpmesh.registry.ports import describe_holder
 from mcpmesh.supervision.supervisor import Supervisor
 
 SETTLE_TIMEOUT = 120.0  # how long `up` waits for every server before printing where things stand
@@ -87,6 +89,16 @@ def up(args: argparse.Namespace) -> int:
     if overrides:
         config = config.model_copy(update={"mesh": config.mesh.model_copy(update=overrides)})
     Path(config.mesh.state_dir).mkdir(parents=True, exist_ok=True)
+    try:  # before any server is spawned: a busy port is said at once, with what to change
+        listener = listening_socket(config.mesh.host, config.mesh.port)
+    except OSError as exc:
+        holder = describe_holder(config.mesh.port)
+        print(
+            f"error: cannot listen on {config.mesh.host}:{config.mesh.port}: {exc.strerror or exc} "
+            f"(held by {holder}); set [mesh] port in {args.config} or pass --port",
+            file=sys.stderr,
+        )
+        return 1
 
     async def on_started(supervisor: Supervisor) -> None:
         # What start-up built (modules, config, app, servers) lives for good: never scan it again.
@@ -111,7 +123,7 @@ def up(args: argparse.Namespace) -> int:
         )
     )
     server.on_stop = lambda: app.state.mesh.supervisor.end_client_streams("mesh stopping")
-    server.run()
+    server.run(sockets=[listener])
     return 0 if server.started else 1
 
 

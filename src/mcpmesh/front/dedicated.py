@@ -84,7 +84,7 @@ def allocate_dedicated(
     for name in names:
         try:
             port = pool.allocate(name)
-            sockets[name] = _listen(host, port)
+            sockets[name] = listening_socket(host, port)
         except PortPoolExhausted as exc:
             blocked[name] = str(exc)
             registry.append("port_exhausted", name, reason=str(exc))
@@ -125,7 +125,8 @@ async def dedicated_listeners(
             sock.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port and listening (OSError when the port is not to be had)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -133,11 +133,11 @@ def _listener_of(host: str, port: int) -> str | None:
         try:
             probe.bind((host, port))
         except OSError:
-            return _describe_holder(port)
+            return describe_holder(port)
     return None
 
 
-def _describe_holder(port: int) -> str:
+def describe_holder(port: int) -> str:
     """'pid 123 (nginx -g ...)' for the process listening on port, from /proc (Linux)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
