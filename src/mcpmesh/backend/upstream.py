@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from mcpmesh.backend.connection import Connection
-from mcpmesh.errors import BackendExited, BackendTimeout, JsonRpcError
+from mcpmesh.errors import BackendExited, BackendTimeout, InvalidRequest, JsonRpcError
 from mcpmesh.jsonrpc import Message, is_valid_id
 from mcpmesh.protocol.envelope import (
     GATEWAY_INFO,
@@ -80,10 +80,13 @@ class Upstream:
 
     # -- writing -----------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
+        self.send_framed(frame(msg))
+
+    def send_framed(self, data: bytes) -> None:
+        """Write one message already framed by `frame`."""
         if self.closed:
             raise BackendExited(f"server {self.name!r} is not running")
         try:
-            data = orjson.dumps(msg, option=orjson.OPT_APPEND_NEWLINE)  # framed without a copy
             self.child.write(data)
             self.traffic.sent += len(data)
         except (BrokenPipeError, ConnectionResetError) as exc:
@@ -236,3 +239,13 @@ class Upstream:
         else:
             info = self.server_result.get("serverInfo")
         return info if isinstance(info, dict) else {"name": self.name, "version": "unknown"}
+
+
+def frame(msg: Message) -> bytes:
+    """One message as a line of JSON; InvalidRequest when it cannot be written (JSON parses deeper
+    than it encodes: a message nested past orjson's 255 levels), so the caller refuses it before
+    anything is recorded for it."""
+    try:
+        return orjson.dumps(msg, option=orjson.OPT_APPEND_NEWLINE)  # framed without a copy
+    except orjson.JSONEncodeError as exc:
+        raise InvalidRequest(f"Invalid Request: the message cannot be forwarded ({exc})") from exc

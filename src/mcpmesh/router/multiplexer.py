@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from mcpmesh.backend.upstream import PROBE_TIMEOUT, Upstream
+from mcpmesh.backend.upstream import PROBE_TIMEOUT, Upstream, frame
 from mcpmesh.errors import (
     BackendExited,
     BackendTimeout,
@@ -305,23 +305,30 @@ class Multiplexer:
                 call.client_token = call.backend_token = meta["progressToken"]
                 if self.shared:  # the backend id is unique among in-flight requests, so is this token
                     call.backend_token = meta["progressToken"] = call.backend_id
-                self.tokens[call.backend_token] = call
         if upstream.era == "modern" and not session.modern:
             add_envelope(msg, session.capabilities, session.client_info, session.log_level)
             if msg["method"] in INPUT_REQUIRED_METHODS:  # it may come back input_required: asked of the caller
                 call.request = msg
         elif upstream.era == "legacy" and session.modern:
             strip_envelope(msg)
+        try:
+            data = frame(msg)  # before anything is recorded: a message that cannot be written leaves nothing behind
+        except InvalidRequest:
+            msg["id"] = call.client_id  # its error goes back under the client's own id
+            raise
+        if call.backend_token is not None:
+            self.tokens[call.backend_token] = call
         self.calls[call.backend_id] = call
         session.inflight[call.client_id] = call
         self._expiry.arm()
         for observer in self.observers:
             observer.call_started(self.server, call)
         try:
-            upstream.send(msg)
+            upstream.send_framed(data)
             await upstream.drain()
         except BackendExited:
             self._finish(call, Outcome.EXITED)
+            msg["id"] = call.client_id  # its error goes back under the client's own id
             raise
         return call
 
