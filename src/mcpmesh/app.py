@@ -117,12 +117,13 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         body = {"status": "ok", "mesh": mesh.instance, "sessions": len(mesh.store), "servers": servers}
         return json_response(body)
 
+    guard = HostOriginPolicy.of(settings)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", mesh.metrics.endpoint, methods=["GET"]),
         Route("/servers/{name}/mcp", mcp_endpoint),  # taken the short way (MeshApp) unless mounted under a root_path
-        *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats).routes(),
+        *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats, guard).routes(),
         *Dashboard().routes(),
     ]
     if sse is not None:
@@ -130,7 +131,6 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
             Route("/servers/{name}/sse", sse.stream, methods=["GET"]),
             Route("/servers/{name}/messages", sse.post, methods=["POST"]),
         ]
-    guard = HostOriginPolicy.of(settings)
     app = MeshApp(routes, guard, mcp_endpoint, lifespan=lifespan)
     app.state.mesh = mesh
     return app

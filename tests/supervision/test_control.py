@@ -146,3 +146,32 @@ async def test_the_restart_command_asks_the_running_mesh() -> None:
         unknown = [sys.executable, "-m", "mcpmesh", "stop", "nope", "--url", mesh.base_url]
         refused = await anyio.to_thread.run_sync(lambda: subprocess.run(unknown, capture_output=True, text=True))
         assert refused.returncode == 1 and "no server named 'nope'" in refused.stdout
+
+
+async def test_a_page_on_another_loopback_port_cannot_change_the_mesh_but_the_mesh_own_page_can() -> None:
+    """A form on http://localhost:3000 POSTs with no preflight: loopback origins may call the MCP
+    endpoints, not stop servers. The mesh's own page, a configured origin and the CLI (no Origin) may."""
+    async with running_mesh({"conf": conformance_server()}, allowed_origins=["https://ops.example.com"]) as mesh:
+        server = mesh.mesh.supervisor.servers["conf"]
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with httpx.AsyncClient(base_url=mesh.base_url, timeout=30) as http:
+            for origin in ("http://localhost:3000", "http://127.0.0.1:8080", f"http://localhost:{mesh.port}"):
+                refused = await http.post("/v1/servers/conf/stop", headers={**form, "Origin": origin}, content=b"x=1")
+                assert refused.status_code == 403, (origin, refused.text)
+                assert "may not change the mesh" in refused.json()["message"]
+            assert server.state == State.HEALTHY
+            # The MCP endpoint still takes that page's requests (browser clients on localhost).
+            init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "page", "version": "1"}}
+            mcp_headers = {"Accept": "application/json, text/event-stream", "Origin": "http://localhost:3000"}
+            opened = await http.post(
+                "/servers/conf/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init},
+                headers=mcp_headers,
+            )
+            assert opened.status_code == 200, opened.text
+            own = {"Origin": f"http://127.0.0.1:{mesh.port}"}
+            assert (await http.post("/v1/servers/conf/restart", headers=own)).status_code == 202
+            ops = {"Origin": "https://ops.example.com"}
+            assert (await http.post("/v1/servers/conf/restart", headers=ops)).status_code == 202
+            assert (await http.post("/v1/servers/conf/stop")).status_code == 200  # the CLI sends no Origin
+        assert server.state == State.STOPPED

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from mcpmesh.api.openapi import OPENAPI
 from mcpmesh.errors import ServerBlocked
 from mcpmesh.front.responses import json_response
+from mcpmesh.front.security import HostOriginPolicy
 from mcpmesh.observe.stats import RECENT, STEP, WINDOW, TrafficStats
 from mcpmesh.registry.base import Registry
 from mcpmesh.registry.ports import PortPool
@@ -36,8 +37,15 @@ CONSUL_STATUS = {
 
 class Api:
     def __init__(
-        self, supervisor: Supervisor, store: SessionStore, registry: Registry, pool: PortPool, stats: TrafficStats
+        self,
+        supervisor: Supervisor,
+        store: SessionStore,
+        registry: Registry,
+        pool: PortPool,
+        stats: TrafficStats,
+        policy: HostOriginPolicy,
     ):
+        self.policy = policy  # who may change the mesh (control_refusal)
         self.supervisor = supervisor
         self.store = store
         self.registry = registry
@@ -72,6 +80,9 @@ class Api:
     async def control(self, request: Request) -> Response:
         """POST /v1/servers/{name}/restart|stop|start: 202 when something was started, 200 when
         the server was stopped or already as asked; the body is the server as it is now."""
+        refused = self.policy.control_refusal(request.scope)
+        if refused is not None:
+            return json_response({"error": "forbidden", "message": str(refused)}, 403)
         name, action = request.path_params["name"], request.url.path.rsplit("/", 1)[1]
         server = self.supervisor.servers.get(name)
         if server is None:

@@ -63,6 +63,23 @@ class HostOriginPolicy:
         verdict = self._refusal(host, origin)
         return None if verdict is None else verdict[0](verdict[1])
 
+    def control_refusal(self, scope: Scope) -> HttpError | None:
+        """Why a request that changes the mesh (the /v1 control plane) is refused, on top of
+        `refusal`: any page on a loopback origin may call the MCP endpoints (a browser client on
+        localhost), but only the mesh's own page, or an origin on `allowed_origins`, may stop and
+        start servers; a request with no Origin is no browser's (the CLI, curl)."""
+        host = origin = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1").rstrip("/").lower()
+        if origin is None or self.any_origin or origin in self.origins:
+            return None
+        if not self.any_host and host is not None and urlsplit(origin).netloc == host.strip().lower():
+            return None  # the mesh's own page (same origin as an allowed Host)
+        return ForbiddenOrigin(f"Forbidden: Origin {origin!r} may not change the mesh")
+
     def _judge(self, raw_host: bytes | None, raw_origin: bytes | None) -> tuple[type[HttpError], str] | None:
         """Why a request with this Host and Origin is refused, or None. Memoized per instance
         (`_refusal`): clients send the same two values on every request."""
