@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -62,3 +63,39 @@ async def test_the_api_still_reads_the_client_a_trusted_proxy_names() -> None:
         stopped = await http.post(f"{mesh.base_url}/v1/servers/conf/stop", headers={"X-Forwarded-For": "203.0.113.7"})
         assert stopped.status_code == 200, stopped.text
         assert stopped.json()["server"]["reason"] == "stopped by api (203.0.113.7)"
+
+
+async def raw_exchange(port: int, head: list[str], body: bytes = b"") -> tuple[int, bytes]:
+    """One request written byte for byte (no client library sends two Host headers or keeps %2F
+    as asked), its status and body."""
+    lines = [*head, "Connection: close", f"Content-Length: {len(body)}", "", ""]
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send("\r\n".join(lines).encode() + body)
+        reply = b""
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    reply += await stream.receive()
+                except anyio.EndOfStream:
+                    break
+    return int(reply.split(b" ", 2)[1]), reply.partition(b"\r\n\r\n")[2]
+
+
+async def test_an_encoded_slash_cannot_route_a_request_to_another_path() -> None:
+    """`/v1/servers/conf%2Fstop` would route as /v1/servers/conf/stop (routing reads the decoded
+    path) past any proxy rule on paths: refused, and the server keeps running."""
+    async with running_mesh({"conf": conformance_server()}) as mesh:
+        for path in ("/v1/servers/conf%2Fstop", "/v1/servers/conf%2fstop", "/servers/conf%2Fmcp"):
+            status, body = await raw_exchange(mesh.port, [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{mesh.port}"])
+            assert status == 400 and b"encoded slash" in body, (path, status, body)
+        assert mesh.mesh.supervisor.servers["conf"].state == "healthy"
+        status, _ = await raw_exchange(mesh.port, ["GET /v1/servers/conf HTTP/1.1", f"Host: 127.0.0.1:{mesh.port}"])
+        assert status == 200
+
+
+async def test_two_host_headers_are_refused_whichever_comes_last() -> None:
+    async with running_mesh({"conf": conformance_server()}) as mesh:
+        for hosts in (["evil.example.com", f"127.0.0.1:{mesh.port}"], [f"127.0.0.1:{mesh.port}", "evil.example.com"]):
+            head = ["GET /healthz HTTP/1.1", *(f"Host: {h}" for h in hosts)]
+            status, body = await raw_exchange(mesh.port, head)
+            assert status == 400 and b"more than one Host" in body, (hosts, status, body)

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mcpmesh.front.responses import http_error
-from mcpmesh.front.security import HostOriginPolicy
+from mcpmesh.front.security import HostOriginPolicy, path_refusal
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint, mcp_route_name
 
 # Proxies trusted to name the client (X-Forwarded-For/-Proto): uvicorn's default and its variable.
@@ -50,7 +50,7 @@ class MeshApp(Starlette):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)  # lifespan
             return
-        refusal = self.guard.refusal(scope)
+        refusal = path_refusal(scope) or self.guard.refusal(scope)
         if refusal is not None:
             await http_error(refusal)(scope, receive, send)
             return

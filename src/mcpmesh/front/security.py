@@ -53,10 +53,12 @@ class HostOriginPolicy:
         return cls(settings.host, settings.allowed_hosts, settings.allowed_origins)
 
     def refusal(self, scope: Scope) -> HttpError | None:
-        """Why this HTTP request is refused (421 or 403), or None when it may pass."""
+        """Why this HTTP request is refused (400, 421 or 403), or None when it may pass."""
         host = origin = None
         for name, value in scope["headers"]:
             if name == b"host":
+                if host is not None:  # which one is meant? (RFC 9112 3.2: answered with 400)
+                    return HttpError("Bad Request: more than one Host header")
                 host = value
             elif name == b"origin":
                 origin = value
@@ -103,6 +105,16 @@ class HostOriginPolicy:
             # when any Host passes: a DNS-rebinding page would be "same origin" too.
             return True
         return (parts.hostname or "") in LOOPBACK_NAMES
+
+
+def path_refusal(scope: Scope) -> HttpError | None:
+    """A path with an encoded slash is refused (400): routing reads the decoded path, so
+    `/v1/servers/echo%2Fstop` would reach /v1/servers/echo/stop past any proxy rule on paths, and
+    no path of the mesh holds one."""
+    raw = scope.get("raw_path") or b""
+    if b"%" in raw and b"%2f" in raw.lower():
+        return HttpError("Bad Request: an encoded slash (%2F) in the path is not accepted")
+    return None
 
 
 def check_post_headers(request: HttpRequest) -> None:
