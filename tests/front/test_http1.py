@@ -717,6 +717,29 @@ async def test_an_app_returning_without_a_response_gets_a_500() -> None:
                     assert await read_to_eof(reader) == b""
 
 
+async def test_a_stream_its_client_leaves_ends_without_an_error_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A client closing an SSE stream is how streams end (every GET stream, every abandoned call):
+    the app stops without completing the response, and that is no error. The same app with its
+    client still there is one (the test above)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(headers=[(b"content-type", b"text/event-stream")]))
+        await send(body(b"data: 1\n\n", more=True))
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    with caplog.at_level("DEBUG", logger="mcpmesh.http"):
+        async with serving(app) as served:
+            with anyio.fail_after(WAIT):
+                async with connect(served.port) as (reader, writer):
+                    writer.write(request("GET", "/events"))
+                    assert (await read_head(reader)).status == 200
+                state = served.server.server_state
+                while state.total_requests == 0:  # noqa: ASYNC110  # counted once the app has returned; no event tells
+                    await anyio.sleep(0.01)
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "WARNING")] == []
+
+
 async def test_a_response_header_with_cr_or_lf_never_reaches_the_client() -> None:
     injected = b"ok\r\nx-injected: yes"
 

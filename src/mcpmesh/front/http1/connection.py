@@ -243,7 +243,9 @@ class Http1Protocol(asyncio.Protocol):
             log.error("Exception in ASGI application", exc_info=exc)
             self.fail(request)
             return
-        if not request.started:
+        if request.started and not request.done and self.closed:
+            request.done = True  # the client left mid-stream (how SSE streams end): nothing to say
+        elif not request.started:
             log.error("ASGI application returned without starting a response")
             self.fail(request)
         elif not request.done:
