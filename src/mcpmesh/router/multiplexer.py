@@ -71,6 +71,7 @@ class Multiplexer:
         new_breaker: Callable[[], CircuitBreaker] | None = None,
         on_catalog_change: Callable[[Listing], None] | None = None,
         on_initialized: Callable[[Upstream], None] | None = None,
+        tool_params: dict[str, ParamHeaders] | None = None,
     ):
         self.server = server
         self.observers = observers
@@ -89,7 +90,8 @@ class Multiplexer:
         self.gateway_calls = GatewayCalls(server, request_timeout, spawn)
         self.log_level = ServerLogLevel(shared=shared, calls=self.gateway_calls)
         self.subscriptions = Subscriptions(request_timeout, self.gateway_calls.background)
-        self.tool_params: dict[str, ParamHeaders] = {}  # x-mcp-header annotations, by tool name
+        # x-mcp-header annotations, by tool name (shared by the processes of a session-mode server)
+        self.tool_params: dict[str, ParamHeaders] = {} if tool_params is None else tool_params
         self.catalog = Catalog(
             server,
             request_timeout,

@@ -16,6 +16,7 @@ from mcpmesh.config import ServerConfig
 from mcpmesh.errors import BackendUnavailable, CommandNotFound, MeshError, SpawnError
 from mcpmesh.jsonrpc import Message, params_of, result
 from mcpmesh.protocol.envelope import GATEWAY_INFO
+from mcpmesh.protocol.requests import ParamHeaders
 from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.session import Call, ClientSession, SessionStore
@@ -41,6 +42,8 @@ class PerSessionServer(ServerBase):
         self._catalog_read_at = -float("inf")
         self.processes: set[Connection] = set()
         self.request_routers: set[Multiplexer] = set()  # of the per-request processes alive now
+        self.tool_params: dict[str, ParamHeaders] = {}  # learned from any of its processes, for 2026 checks
+        self._tools_read = False
 
     @staticmethod
     def _spare_channel() -> tuple[MemoryObjectSendStream[Spare], MemoryObjectReceiveStream[Spare]]:
@@ -95,6 +98,7 @@ class PerSessionServer(ServerBase):
             observers=self.observers,
             on_catalog_change=self.save_listing,
             on_initialized=lambda initialized: self._read_catalog(mux, initialized),
+            tool_params=self.tool_params,
         )
         self.record("spawned", pid=child.pid, command=self.config.command or self.config.url, argv=self.argv())
         upstream = Upstream(child, mux, self.traffic)
@@ -183,6 +187,9 @@ class PerSessionServer(ServerBase):
             except MeshError:
                 self.spawn(spare.child.stop)
                 raise
+        if not self._tools_read:  # a 2026-07-28 tools/call is checked against the tools' annotations
+            self._tools_read = True
+            await spare.mux.catalog.refresh(spare.upstream, announce=False, kinds=["tools"])
         spare.mux.on_idle = lambda: self.spawn(spare.child.stop)
         self.request_routers.add(spare.mux)
         return spare.mux
