@@ -29,6 +29,7 @@ MeshError
 │   └── BackendError         -3205x: the backend process failed this request
 │       ├── BackendExited    the process died with the request in flight
 │       ├── BackendTimeout   no answer within the request timeout
+│       │   └── ServerNotReading  its input backs up: the server stopped reading it
 │       ├── BackendUnavailable  not running (starting, restarting, failed)
 │       ├── CircuitOpen      refused at once while the process's circuit is open
 │       └── ListRefused      the server answered a list request with an error
@@ -180,6 +181,10 @@ class BackendExited(BackendError):
 
 class BackendTimeout(BackendError):
     code = -32051
+
+
+class ServerNotReading(BackendTimeout):
+    """The server's input is backed up past the cap: it stopped reading (a hang, not an exit)."""
 
 
 class BackendUnavailable(BackendError):

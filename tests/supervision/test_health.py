@@ -11,6 +11,7 @@ import httpx
 import mcp
 import pytest
 
+from mcpmesh.backend import process
 from mcpmesh.supervision.server import ServerBase, State
 from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh
@@ -134,3 +135,44 @@ async def test_a_session_mode_process_that_stops_answering_is_stopped_and_its_se
         async with mcp.Client(mesh.url("solo"), mode="legacy") as client:
             reply = await client.call_tool("echo", {"text": "fresh"})  # a new session, a new process
             assert reply.content[0].text == "fresh"  # type: ignore[union-attr]
+
+
+async def test_a_server_that_stops_reading_its_input_fails_its_callers_and_is_restarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After `freeze` the server reads nothing more: 1 MiB calls fill its pipe, then the mesh's
+    buffer up to the cap (2 MiB here). Every caller gets an error (nothing waits forever, the
+    buffer does not grow past the cap), the probes, whose own writes wait behind the backlog, miss,
+    and the server is restarted and serves again."""
+    monkeypatch.setattr(process, "INPUT_BACKLOG_CAP", 2 * 1024 * 1024)
+    servers = {"stuck": {**fixture_server("faulty_server.py"), **FAST, "request_timeout": 5}}
+    outcomes: list[str] = []
+    async with running_mesh(servers) as mesh:
+        server = mesh.mesh.supervisor.servers["stuck"]
+        async with mcp.Client(mesh.url("stuck"), mode="legacy") as client:
+            async with anyio.create_task_group() as tg:
+
+                async def freeze() -> None:
+                    with pytest.raises(mcp.MCPError, match="exited with this request in flight"):
+                        await client.call_tool("freeze", {})  # it never answers: its process is restarted
+
+                tg.start_soon(freeze)
+                await anyio.sleep(0.2)  # let freeze reach the server first
+
+                async def big(n: int) -> None:
+                    try:
+                        await client.call_tool("echo", {"text": str(n) * (1024 * 1024)})
+                        outcomes.append("answered")
+                    except mcp.MCPError as exc:
+                        outcomes.append(exc.message)
+
+                with anyio.fail_after(60):
+                    for n in range(8):
+                        tg.start_soon(big, n)
+                    seen = await states_until(server, State.HEALTHY)
+                tg.cancel_scope.cancel()
+        assert "unhealthy" in seen and server.restarts >= 1 and server.restart_reasons["unhealthy"] >= 1
+        assert len(outcomes) == 8 and "answered" not in outcomes, outcomes
+        assert any("is not reading its input" in o for o in outcomes), outcomes
+        async with mcp.Client(mesh.url("stuck"), mode="legacy") as client:
+            assert (await client.call_tool("echo", {"text": "back"})).content[0].text == "back"  # type: ignore[union-attr]

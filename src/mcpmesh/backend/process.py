@@ -15,7 +15,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
-from mcpmesh.errors import CommandNotFound, SpawnError
+from mcpmesh.errors import CommandNotFound, ServerNotReading, SpawnError
 
 NETWORK_ENV = (
     *("SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE"),
@@ -44,6 +44,7 @@ STDERR_LOG_BURST = 200  # a chatty server cannot flood the log; the rest is coun
 StderrSink = Callable[[int, str], None]  # (pid, line) for every stderr line, after redaction
 
 HELD_WRITES_CAP = 64 * 1024  # stdin bytes held back to join one write; asyncio's high-water mark
+INPUT_BACKLOG_CAP = 16 * 1024 * 1024  # stdin bytes written and not taken yet: past this the server is not reading
 
 log = logging.getLogger("mcpmesh.process")
 
@@ -149,6 +150,9 @@ class ChildProcess:
         stdin = self.proc.stdin
         if stdin is None or stdin.is_closing():
             raise BrokenPipeError(f"{self.name}: stdin is closed")
+        backlog = stdin.transport.get_write_buffer_size() + self._later_bytes
+        if backlog > INPUT_BACKLOG_CAP:  # the mesh must not grow without bound behind it
+            raise ServerNotReading(f"server {self.name!r} is not reading its input ({backlog} bytes waiting)")
         if self._later is None:
             stdin.write(data)
             self._later = []

@@ -159,8 +159,9 @@ class Upstream:
         self.own_calls_with_side_effects += side_effects
         try:
             self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-            await self.drain()
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # a server that stops reading must not hold this forever
+                await self.drain()
+                return await future
         except TimeoutError as exc:
             raise BackendTimeout(f"server {self.name!r} did not answer {method} in {timeout:g}s") from exc
         finally:

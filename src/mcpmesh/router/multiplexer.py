@@ -24,6 +24,7 @@ from mcpmesh.errors import (
     InvalidParams,
     InvalidRequest,
     RequestCancelled,
+    ServerNotReading,
 )
 from mcpmesh.jsonrpc import Message, RequestId, as_key, error, params_of, result
 from mcpmesh.protocol.envelope import add_envelope, strip_envelope
@@ -327,10 +328,15 @@ class Multiplexer:
             observer.call_started(self.server, call)
         try:
             upstream.send_framed(data)
-            await upstream.drain()
+            with anyio.move_on_after(self.request_timeout):  # a server that stops reading: the call times out
+                await upstream.drain()
         except BackendExited:
             self._finish(call, Outcome.EXITED)
             msg["id"] = call.client_id  # its error goes back under the client's own id
+            raise
+        except ServerNotReading:
+            self._finish(call, Outcome.TIMEOUT)
+            msg["id"] = call.client_id
             raise
         return call
 
