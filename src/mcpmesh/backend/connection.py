@@ -31,8 +31,9 @@ class Connection(Protocol):
         """Queue one JSON-RPC message (one line, newline-terminated) for sending; never blocks.
         Raises BrokenPipeError once the connection can no longer send."""
 
-    async def drain(self) -> None:
-        """Wait until what was written may be followed by more (flow control)."""
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109  # a bound, not a cancellation
+        """Wait until what was written may be followed by more (flow control); with `timeout`,
+        no longer than that (a server that stops reading must not hold the caller)."""
 
     def lines(self) -> AsyncIterator[bytes]:
         """Every message received, one raw JSON text per item, until the connection ends."""

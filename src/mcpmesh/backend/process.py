@@ -175,9 +175,16 @@ class ChildProcess:
         self._flush()
         self._later = None
 
-    async def drain(self) -> None:
-        if self.proc.stdin is not None:
-            await self.proc.stdin.drain()
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109  # a bound, not a cancellation
+        stdin = self.proc.stdin
+        if stdin is None:
+            return
+        if timeout is None or not stdin.transport.get_write_buffer_size():
+            await stdin.drain()  # nothing waits to be written: it cannot block (and a deadline costs ~6 µs)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await stdin.drain()
 
     async def lines(self) -> AsyncIterator[bytes]:
         """Yield stdout lines (without the newline); over-long lines are dropped and counted."""

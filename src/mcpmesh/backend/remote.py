@@ -223,7 +223,7 @@ class RemoteConnection:
             return
         tg.start_soon(self._post, msg, data.rstrip(b"\n"))
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109  # never waits: each message is its own POST
         if self._ended.is_set():
             raise BrokenPipeError(f"{self.name}: connection {self._reason or 'closed'}")
         await anyio.lowlevel.checkpoint()

@@ -92,9 +92,11 @@ class Upstream:
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise BackendExited(f"server {self.name!r} closed its input") from exc
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109  # a bound, not a cancellation
+        """Flow control; with `timeout`, it gives up waiting after that (the caller's own deadline
+        then tells: a call's time-out, a probe's miss)."""
         try:
-            await self.child.drain()
+            await self.child.drain(timeout)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise BackendExited(f"server {self.name!r} closed its input") from exc
 

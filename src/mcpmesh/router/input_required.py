@@ -72,7 +72,7 @@ class InputBridge:
         call.session, call.client_id, call.outbox = session, retry["id"], session.call_outbox()
         session.inflight[call.client_id] = call
         upstream.send(result(server_request_id, answer))
-        await upstream.drain()
+        await upstream.drain(self.sealer.ttl)  # the client waits no longer than its state lives
         return call
 
     def forget(self, call: Call) -> None:

@@ -238,7 +238,7 @@ class Multiplexer:
             self.dropped["no_upstream"] += 1
             return
         upstream.send(msg)
-        await upstream.drain()
+        await upstream.drain(self.request_timeout)
         if method == "notifications/initialized" and self.on_initialized is not None:
             self.on_initialized(upstream)  # a session's own process, now initialized by its client
 
@@ -255,7 +255,7 @@ class Multiplexer:
             self.dropped["unmatched_client_response"] += 1
             return
         upstream.send(msg)
-        await upstream.drain()
+        await upstream.drain(self.request_timeout)
 
     async def _answer_locally(self, session: ClientSession, msg: Message) -> Message | None:
         method, request_id = msg["method"], msg["id"]
@@ -328,8 +328,7 @@ class Multiplexer:
             observer.call_started(self.server, call)
         try:
             upstream.send_framed(data)
-            with anyio.move_on_after(self.request_timeout):  # a server that stops reading: the call times out
-                await upstream.drain()
+            await upstream.drain(self.request_timeout)  # a server that stops reading: the call times out
         except BackendExited:
             self._finish(call, Outcome.EXITED)
             msg["id"] = call.client_id  # its error goes back under the client's own id
@@ -424,7 +423,7 @@ class Multiplexer:
         self.calls.update(entries)
         upstream.send(self.input_relay.retry_of(turn, retry_id))
         call.backend_id = retry_id
-        await upstream.drain()
+        await upstream.drain(self.request_timeout)
 
     async def _handshake_refused(self, upstream: Upstream, call: Call, refusal: Message) -> None:
         """A session's own initialize was refused by a process of unsettled era: if it speaks
