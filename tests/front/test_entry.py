@@ -99,3 +99,28 @@ async def test_two_host_headers_are_refused_whichever_comes_last() -> None:
             head = ["GET /healthz HTTP/1.1", *(f"Host: {h}" for h in hosts)]
             status, body = await raw_exchange(mesh.port, head)
             assert status == 400 and b"more than one Host" in body, (hosts, status, body)
+
+
+async def test_a_post_its_client_abandons_mid_body_logs_no_error_and_the_mesh_serves_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that goes away before its body is in (a cancelled upload, a killed client) is no
+    error of the mesh's: no traceback in the log, and the next request is served."""
+    async with running_mesh({"conf": conformance_server()}) as mesh:
+        with caplog.at_level(logging.INFO):
+            for path in ("/servers/conf/mcp", "/servers/conf/messages?session_id=x"):
+                head = [
+                    f"POST {path} HTTP/1.1",
+                    f"Host: 127.0.0.1:{mesh.port}",
+                    "Content-Type: application/json",
+                    "Accept: application/json, text/event-stream",
+                    "Content-Length: 1000",
+                    "",
+                    "",
+                ]
+                async with await anyio.connect_tcp("127.0.0.1", mesh.port) as stream:
+                    await stream.send("\r\n".join(head).encode() + b'{"jsonrpc": "2.0", ')
+                status, _ = await raw_exchange(mesh.port, ["GET /healthz HTTP/1.1", f"Host: 127.0.0.1:{mesh.port}"])
+                assert status == 200
+        noise = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+        assert noise == [], [r.getMessage() for r in noise]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -55,7 +56,10 @@ class MeshApp(Starlette):
             await http_error(refusal)(scope, receive, send)
             return
         name = None if scope.get("root_path") else self.mcp_name(scope["path"])
-        if name is not None:
-            await self.mcp.serve(name, scope, receive, send)
-        else:
-            await self.long_way(scope, receive, send)
+        try:
+            if name is not None:
+                await self.mcp.serve(name, scope, receive, send)
+            else:
+                await self.long_way(scope, receive, send)
+        except ClientDisconnect:
+            pass  # it left before its request was in: nobody to answer, and no fault of ours

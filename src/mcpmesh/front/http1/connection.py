@@ -243,8 +243,8 @@ class Http1Protocol(asyncio.Protocol):
             log.error("Exception in ASGI application", exc_info=exc)
             self.fail(request)
             return
-        if request.started and not request.done and self.closed:
-            request.done = True  # the client left mid-stream (how SSE streams end): nothing to say
+        if self.closed and not request.done:
+            request.done = True  # the client left (mid-stream, as SSE streams end, or mid-body): nothing to say
         elif not request.started:
             log.error("ASGI application returned without starting a response")
             self.fail(request)
