@@ -172,13 +172,17 @@ async def test_status_and_ports_commands_print_what_the_mesh_reports(tmp_path: P
         run = await anyio.run_process(
             [sys.executable, "-m", "mcpmesh", "status", "--url", mesh.base_url, "--json"], check=False
         )
-        wide = {**os.environ, "COLUMNS": "300"}  # so the table does not fold the reason
+        piped = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # as `mcpmesh status | less` runs
         table = await anyio.run_process(
-            [sys.executable, "-m", "mcpmesh", "status", "--url", mesh.base_url], check=False, env=wide
+            [sys.executable, "-m", "mcpmesh", "status", "--url", mesh.base_url], check=False, env=piped
         )
     assert run.returncode == 1  # not everything is healthy
     assert {s["name"]: s["state"] for s in json.loads(run.stdout)} == {"fixture": "healthy", "broken": "failed"}
     assert b"command not found" in table.stdout and b"fixture" in table.stdout
+    reason = (
+        b"command not found or not executable: /nonexistent/x; not retried: install it, then `mcpmesh restart broken`"
+    )
+    assert reason in table.stdout, table.stdout.decode()  # one line: piped, nothing is folded
     ports = await anyio.run_process([sys.executable, "-m", "mcpmesh", "ports", "--config", str(config), "--json"])
     assert json.loads(ports.stdout)["ports"][0] | {"since": 0} == {
         "port": 23200,

@@ -32,12 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The client commands import what they need (httpx, rich, the MCP SDK) when they run, so that
     # `up` does not pay for them before it starts its servers (bench: cold start of 15 servers).
     if args.command == "validate":
-        from rich.console import Console
-
+        from mcpmesh.cli.tables import console
         from mcpmesh.cli.validate import validate
 
         url = _mesh_url(args)
-        return 2 if url is None else validate(url, args.json, Console())
+        return 2 if url is None else validate(url, args.json, console())
     if args.command in ("events", "logs"):
         return _tail(args)
     _parser().print_help()
@@ -110,20 +109,17 @@ def _mesh_url(args: argparse.Namespace) -> str | None:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from mcpmesh.cli.server_control import control
+    from mcpmesh.cli.tables import console
 
     url = _mesh_url(args)
-    return 2 if url is None else control(url, args.command, args.name, Console())
+    return 2 if url is None else control(url, args.command, args.name, console())
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from mcpmesh.cli import tables as inspect
 
-    console = Console()
+    console = inspect.console()
     if args.command == "status" and args.url:
         return inspect.status(args.url.rstrip("/"), args.json, console)
     try:

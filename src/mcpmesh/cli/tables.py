@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,16 @@ STATE_STYLE = {
     "stopped": "dim",
 }
 REGISTRY_FILE = "registry.sqlite3"
+
+
+PIPED_WIDTH = 1000  # piped, a table is as wide as its content: nothing is folded mid-word
+
+
+def console() -> Console:
+    """A console for the commands' output: the terminal's width, or (piped, COLUMNS unset) wide
+    enough that no cell is folded, where rich would fold at 80 columns."""
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=PIPED_WIDTH if piped else None)
 
 
 def mesh_url(config: MeshConfig) -> str:
