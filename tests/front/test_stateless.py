@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import RunningMesh, conformance_server, fixture_server, running_mesh
+from tests.front.test_entry import raw_exchange
 
 pytestmark = pytest.mark.anyio
 
@@ -123,19 +124,9 @@ async def test_base64_encoded_name_header_is_decoded_before_comparing(
 
 async def raw_post(mesh: RunningMesh, path: str, head: dict[str, str], body: bytes) -> tuple[int, Any]:
     """A POST written byte for byte (httpx refuses header values with surrounding whitespace)."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{mesh.port}", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in head.items()] + [f"Content-Length: {len(body)}", "", ""]
-    async with await anyio.connect_tcp("127.0.0.1", mesh.port) as stream:
-        await stream.send("\r\n".join(lines).encode() + body)
-        reply = b""
-        with anyio.fail_after(20):
-            while True:
-                try:
-                    reply += await stream.receive()
-                except anyio.EndOfStream:
-                    break
-    status_line, _, rest = reply.partition(b"\r\n")
-    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{mesh.port}", *(f"{k}: {v}" for k, v in head.items())]
+    status, reply = await raw_exchange(mesh.port, lines, body)
+    return status, json.loads(reply)
 
 
 async def test_whitespace_around_routing_header_values_is_not_part_of_them(mesh: RunningMesh) -> None:
