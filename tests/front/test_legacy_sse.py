@@ -14,6 +14,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.sse import sse_client
 
+from mcpmesh.front import legacy_sse
 from tests.conftest import RunningMesh, conformance_server, everything_server, node_module, running_mesh
 
 pytestmark = pytest.mark.anyio
@@ -150,3 +151,25 @@ async def test_the_transport_can_be_turned_off() -> None:
     async with running_mesh({"fixture": conformance_server()}, legacy_sse=False) as mesh:
         async with httpx.AsyncClient(timeout=10) as http:
             assert (await http.get(sse_url(mesh, "fixture"))).status_code == 404
+
+
+async def test_a_stream_that_never_initializes_is_ended_and_gives_its_place_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Streams count against max_sessions (1 here): one whose client never sends initialize is
+    ended after UNINITIALIZED_TIMEOUT (0.3 s here), so such streams cannot lock every legacy client
+    out; an initialized one then takes the place and keeps it past the deadline."""
+    monkeypatch.setattr(legacy_sse, "UNINITIALIZED_TIMEOUT", 0.3)
+    async with running_mesh({"fixture": conformance_server()}, max_sessions=1) as mesh:
+        async with httpx.AsyncClient(base_url=mesh.base_url, timeout=10) as http:
+            with anyio.fail_after(10):
+                idle, lines, _ = await open_stream(http, sse_url(mesh, "fixture"))
+                refused = await http.get(sse_url(mesh, "fixture"), headers={"Accept": "text/event-stream"})
+                assert refused.status_code == 503  # the idle stream holds the one place
+                async for _ in lines:  # it ends: nothing but keep-alives came on it
+                    pass
+                await idle.aclose()
+                async with sse_client(sse_url(mesh, "fixture")) as (read, write), ClientSession(read, write) as s:
+                    await s.initialize()
+                    await anyio.sleep(0.6)  # past the deadline: an initialized stream is not ended
+                    assert (await s.list_tools()).tools

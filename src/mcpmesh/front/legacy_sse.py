@@ -3,6 +3,7 @@ whose `endpoint` event names an unguessable POST URI; every reply travels on tha
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
@@ -26,6 +27,8 @@ from mcpmesh.jsonrpc import Message, check_message, error, parse
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.session import ClientSession, SessionStore
 
+UNINITIALIZED_TIMEOUT = 30.0  # seconds a stream may stay open without its client sending initialize
+
 
 class Connection:
     """One GET /sse stream: its outbox, and the session its `initialize` opened."""
@@ -35,6 +38,7 @@ class Connection:
         self.server = server
         self.outbox = Outbox()
         self.session: ClientSession | None = None
+        self.initializing = False  # its initialize is being answered (a process may be starting)
 
 
 class LegacySseEndpoint:
@@ -56,10 +60,16 @@ class LegacySseEndpoint:
             return http_error(exc)
         conn = Connection(server.name)
         self.connections[conn.id] = conn
+        # Streams count against max_sessions: one that never initializes must not hold a place forever.
+        asyncio.get_running_loop().call_later(UNINITIALIZED_TIMEOUT, self._end_if_uninitialized, conn)
         # The POST URI sits beside this stream's own path (/servers/<name>/sse, or /sse on a dedicated port).
         base = request.scope.get("root_path", "") + request.url.path.removesuffix("/sse")
         endpoint = f"{base}/messages?session_id={conn.id}"
         return sse_response(self._events(conn, endpoint))
+
+    def _end_if_uninitialized(self, conn: Connection) -> None:
+        if conn.session is None and not conn.initializing and self.connections.get(conn.id) is conn:
+            conn.outbox.finish()  # the stream ends; its close() forgets the connection
 
     async def _events(self, conn: Connection, endpoint: str) -> AsyncIterator[bytes]:
         def close() -> None:
@@ -103,7 +113,11 @@ class LegacySseEndpoint:
             if conn.session is not None:
                 conn.outbox.push(error(msg["id"], InvalidRequest.code, "Invalid Request: already initialized"))
                 return accepted()
-            conn.session, reply = await server.open_session(msg, relay_to=conn.outbox)
+            conn.initializing = True
+            try:
+                conn.session, reply = await server.open_session(msg, relay_to=conn.outbox)
+            finally:
+                conn.initializing = False
             if isinstance(reply, dict):
                 conn.outbox.push(reply)
             return accepted()
