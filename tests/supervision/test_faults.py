@@ -28,6 +28,7 @@ from mcpmesh.supervision.shared import SharedServer
 from tests.backend.test_process import descendants, reaped, wait_gone
 from tests.conftest import RunningMesh, fixture_server, running_mesh
 from tests.fixtures.faulty_server import big_text
+from tests.front.test_streamable_http import call, headers, open_session
 
 pytestmark = pytest.mark.anyio
 
@@ -323,44 +324,28 @@ async def test_a_command_that_does_not_exist_goes_failed_with_command_not_found(
             await assert_unavailable_while_others_serve(mesh, "missing", "good", "command not found")
 
 
-RAW_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-async def raw_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
-    """A handshake-era session opened over raw HTTP: the headers its requests carry."""
-    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
-    reply = await http.post(url, json=rpc(0, "initialize", init), headers=RAW_HEADERS)
-    session = {**RAW_HEADERS, "Mcp-Session-Id": reply.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
-    await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
-    return session
-
-
-def rpc(request_id: int, method: str, params: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-
-
 @pytest.mark.parametrize("sharing", ["shared", "session"])
 async def test_a_message_nested_too_deep_to_forward_is_refused_and_leaves_no_call_behind(sharing: str) -> None:
     """JSON parses 300 levels deep but cannot be written again past 255: such a tools/call gets a
     JSON-RPC error with its id and nothing stays in flight, however often it is sent, so the
     circuit never opens and the next call is served."""
     deep = '{"a":' * 300 + "1" + "}" * 300
-    async with running_mesh({"s": {**faulty(), "sharing": sharing, "breaker_threshold": 2}}) as mesh:
+    # The server is named "conf" for the Streamable HTTP tests' raw session helpers.
+    async with running_mesh({"conf": {**faulty(), "sharing": sharing, "breaker_threshold": 2}}) as mesh:
         async with httpx.AsyncClient(timeout=20) as http:
-            url = mesh.url("s")
-            session = await raw_session(http, url)
+            url = mesh.url("conf")
+            session = headers(await open_session(http, mesh))
             for request_id in range(1, 6):
-                call = f'"params":{{"name":"echo","arguments":{deep}}}'
-                body = f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call",{call}}}'
+                params = f'"params":{{"name":"echo","arguments":{deep}}}'
+                body = f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call",{params}}}'
                 refused = await http.post(url, content=body.encode(), headers=session)
                 assert refused.status_code == 400, refused.text
                 assert refused.json()["id"] == request_id and refused.json()["error"]["code"] == -32600
-            served = await http.post(
-                url, json=rpc(9, "tools/call", {"name": "echo", "arguments": {"text": "hi"}}), headers=session
-            )
+            echo = call(9, "tools/call", {"name": "echo", "arguments": {"text": "hi"}})
+            served = await http.post(url, json=echo, headers=session)
             assert served.status_code == 200 and "result" in served.json(), served.text
         (opened,) = mesh.mesh.store.sessions()
         assert opened.inflight == {}
         assert not opened.mux.calls and not opened.mux.tokens  # type: ignore[attr-defined]
-        circuit = mesh.mesh.supervisor.servers["s"].circuit
+        circuit = mesh.mesh.supervisor.servers["conf"].circuit
         assert circuit is None or circuit.state == "closed"

@@ -54,14 +54,9 @@ class HostOriginPolicy:
 
     def refusal(self, scope: Scope) -> HttpError | None:
         """Why this HTTP request is refused (400, 421 or 403), or None when it may pass."""
-        host = origin = None
-        for name, value in scope["headers"]:
-            if name == b"host":
-                if host is not None:  # which one is meant? (RFC 9112 3.2: answered with 400)
-                    return HttpError("Bad Request: more than one Host header")
-                host = value
-            elif name == b"origin":
-                origin = value
+        host, origin, repeated = _host_and_origin(scope)
+        if repeated:  # which one is meant? (RFC 9112 3.2: answered with 400)
+            return HttpError("Bad Request: more than one Host header")
         verdict = self._refusal(host, origin)
         return None if verdict is None else verdict[0](verdict[1])
 
@@ -70,17 +65,20 @@ class HostOriginPolicy:
         `refusal`: any page on a loopback origin may call the MCP endpoints (a browser client on
         localhost), but only the mesh's own page, or an origin on `allowed_origins`, may stop and
         start servers; a request with no Origin is no browser's (the CLI, curl)."""
-        host = origin = None
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value.decode("latin-1")
-            elif name == b"origin":
-                origin = value.decode("latin-1").rstrip("/").lower()
-        if origin is None or self.any_origin or origin in self.origins:
+        raw_host, raw_origin, _ = _host_and_origin(scope)
+        if raw_origin is None:
             return None
-        if not self.any_host and host is not None and urlsplit(origin).netloc == host.strip().lower():
-            return None  # the mesh's own page (same origin as an allowed Host)
+        origin = raw_origin.decode("latin-1").rstrip("/").lower()
+        if self.any_origin or origin in self.origins:
+            return None
+        if self._own_page(urlsplit(origin).netloc, raw_host.decode("latin-1") if raw_host is not None else None):
+            return None
         return ForbiddenOrigin(f"Forbidden: Origin {origin!r} may not change the mesh")
+
+    def _own_page(self, origin_netloc: str, host: str | None) -> bool:
+        """An Origin naming exactly the allowed Host the request came to: a page this mesh served
+        (the dashboard). Not when any Host passes: a DNS-rebinding page would be "same origin" too."""
+        return not self.any_host and host is not None and origin_netloc == host.strip().lower()
 
     def _judge(self, raw_host: bytes | None, raw_origin: bytes | None) -> tuple[type[HttpError], str] | None:
         """Why a request with this Host and Origin is refused, or None. Memoized per instance
@@ -100,11 +98,22 @@ class HostOriginPolicy:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https"):
             return False
-        if not self.any_host and host is not None and parts.netloc == host.strip().lower():
-            # Same origin as a Host on the allow-list: a page this mesh served (the dashboard). Not
-            # when any Host passes: a DNS-rebinding page would be "same origin" too.
+        if self._own_page(parts.netloc, host):
             return True
         return (parts.hostname or "") in LOOPBACK_NAMES
+
+
+def _host_and_origin(scope: Scope) -> tuple[bytes | None, bytes | None, bool]:
+    """A request's Host and Origin headers as sent, and whether Host came more than once."""
+    host = origin = None
+    repeated = False
+    for name, value in scope["headers"]:
+        if name == b"host":
+            repeated = repeated or host is not None
+            host = value
+        elif name == b"origin":
+            origin = value
+    return host, origin, repeated
 
 
 def path_refusal(scope: Scope) -> HttpError | None:

@@ -95,7 +95,7 @@ class PerSessionServer(ServerBase):
             shared=False,
             request_timeout=self.config.request_timeout,
             spawn=self.spawn,
-            observers=self.observers,
+            observers=self.reporting.observers,
             on_catalog_change=self.save_listing,
             on_initialized=lambda initialized: self._read_catalog(mux, initialized),
             tool_params=self.tool_params,

@@ -86,8 +86,6 @@ class ServerBase:
         self.config = config
         self.store = store
         self.reporting = reporting
-        self.redact = reporting.redact
-        self.observers = list(reporting.observers)
         self.state = State.STARTING
         self.reason = "not started yet"
         self.since = time.time()
@@ -183,7 +181,7 @@ class ServerBase:
     def argv(self) -> list[str]:
         """What is spawned (the URL, for a remote server), with configured secrets masked."""
         cfg = self.config
-        return [self.redact(part) for part in ([cfg.command, *cfg.args] if cfg.command else [str(cfg.url)])]
+        return [self.reporting.redact(part) for part in ([cfg.command, *cfg.args] if cfg.command else [str(cfg.url)])]
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         assert self._tg is not None, "server is not running"
@@ -208,7 +206,7 @@ class ServerBase:
             env,
             cfg.cwd,
             cfg.max_line_bytes,
-            redact=self.redact,
+            redact=self.reporting.redact,
             on_stderr=self.stderr.append,
         )
 

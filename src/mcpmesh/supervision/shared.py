@@ -36,7 +36,7 @@ class SharedServer(ServerBase):
             shared=True,
             request_timeout=config.request_timeout,
             spawn=self.spawn,
-            observers=self.observers,
+            observers=self.reporting.observers,
             new_breaker=self._new_breaker,
             on_catalog_change=self.save_listing,
         )
