@@ -39,6 +39,7 @@ MeshError
 ├── SpawnError               a server process could not be started
 │   └── CommandNotFound      its command does not exist or may not be run: not retried
 ├── MeshUnreachable          the CLI could not get an answer from the running mesh
+├── MeshNotFound             the CLI found no mesh to talk to from where it runs
 └── ValidationGap            `mcpmesh validate`: what answered differs from what the registry claims
 """
 
@@ -224,6 +225,10 @@ class CommandNotFound(SpawnError):
 
 class MeshUnreachable(MeshError):
     """The mesh did not answer (or answered with an error), with what to tell the user."""
+
+
+class MeshNotFound(MeshError):
+    """Nothing says where a mesh runs: no --url, $MCPMESH_URL, config or running mesh's address."""
 
 
 class ValidationGap(MeshError):

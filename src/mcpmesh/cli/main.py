@@ -6,17 +6,28 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcpmesh import __version__
 from mcpmesh.cli.up import up
 from mcpmesh.config import load_config
-from mcpmesh.errors import ConfigError
+from mcpmesh.errors import ConfigError, MeshNotFound
+
+if TYPE_CHECKING:
+    from mcpmesh.cli.locate import MeshAddress
 
 CONTROL_COMMANDS = {
     "restart": "stop a server's processes and start them again (shared sessions stay)",
     "stop": "stop a server and keep it stopped until `start` (its sessions end)",
     "start": "start a stopped or failed server",
 }
+
+FIND_HELP = (
+    "the mesh's config (default: the running mesh found from the working directory, "
+    "else ./mcpmesh.toml or one in a parent directory)"
+)
+URL_HELP = "the mesh's base URL (default: $MCPMESH_URL, else found as --config says)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ports = sub.add_parser("ports", help="the port pool as the registry in state_dir records it")
     for command in (status, ports):
-        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+        command.add_argument("--config", "-c", help=FIND_HELP)
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
     events = sub.add_parser("events", help="the running mesh's event log: spawns, states, sessions, tool calls")
     events.add_argument("--server", help="only this server's events")
@@ -76,35 +87,38 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--follow", "-f", action="store_true", help="keep printing new entries until Ctrl-C")
         command.add_argument("--json", action="store_true", help="print one JSON object per line")
     for command in (status, events, server_logs):
-        command.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+        command.add_argument("--url", help=URL_HELP)
     for command in (events, server_logs):
-        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
+        command.add_argument("--config", "-c", help=FIND_HELP)
     check = sub.add_parser(
         "validate",
         help="connect to every server through every URL the registry advertises, as a client would; "
         "exit 1 on any gap between what the registry claims and what answers",
     )
-    check.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
-    check.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+    check.add_argument("--config", "-c", help=FIND_HELP)
+    check.add_argument("--url", help=URL_HELP)
     check.add_argument("--json", action="store_true", help="print the checks as JSON")
     for action, text in CONTROL_COMMANDS.items():
         command = sub.add_parser(action, help=text)
         command.add_argument("name", help="the server's name in the config")
-        command.add_argument("--config", "-c", default="mcpmesh.toml", help="the mesh's config (default: %(default)s)")
-        command.add_argument("--url", help="the mesh's base URL (default: from the config's host and port)")
+        command.add_argument("--config", "-c", help=FIND_HELP)
+        command.add_argument("--url", help=URL_HELP)
     return parser
 
 
 def _mesh_url(args: argparse.Namespace) -> str | None:
-    """--url, else the config's host and port; None (after saying why) when the config is broken."""
-    from mcpmesh.cli.tables import mesh_url
+    """Where the mesh to talk to listens; None (after saying why) when nothing says."""
+    address = _locate(args)
+    return None if address is None else address.url
 
-    if args.url:
-        return str(args.url).rstrip("/")
+
+def _locate(args: argparse.Namespace, on_disk: bool = False) -> MeshAddress | None:
+    from mcpmesh.cli.locate import locate
+
     try:
-        return mesh_url(load_config(args.config))
-    except ConfigError as exc:
-        print(f"error: {exc} (or give the mesh's --url)", file=sys.stderr)
+        return locate(getattr(args, "url", None), args.config, Path.cwd(), on_disk=on_disk)
+    except (ConfigError, MeshNotFound) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return None
 
 
@@ -120,16 +134,12 @@ def _inspect(args: argparse.Namespace) -> int:
     from mcpmesh.cli import tables as inspect
 
     console = inspect.console()
-    if args.command == "status" and args.url:
-        return inspect.status(args.url.rstrip("/"), args.json, console)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    address = _locate(args, on_disk=args.command == "ports")  # the pool is read from the registry
+    if address is None:
         return 2
     if args.command == "ports":
-        return inspect.ports(config, args.json, console)
-    return inspect.status(args.url or inspect.mesh_url(config), args.json, console)
+        return inspect.ports(address, args.json, console)
+    return inspect.status(address.url, args.json, console)
 
 
 def _tail(args: argparse.Namespace) -> int:

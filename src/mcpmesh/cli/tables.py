@@ -6,14 +6,13 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from mcpmesh.config import MeshConfig
+from mcpmesh.cli.locate import MeshAddress
 from mcpmesh.registry.sqlite import SqliteRegistry
 
 STATE_STYLE = {
@@ -36,12 +35,6 @@ def console() -> Console:
     enough that no cell is folded, where rich would fold at 80 columns."""
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return Console(width=PIPED_WIDTH if piped else None)
-
-
-def mesh_url(config: MeshConfig) -> str:
-    host = config.mesh.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    return f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{config.mesh.port}"
 
 
 def status(base_url: str, as_json: bool, console: Console) -> int:
@@ -78,9 +71,10 @@ def _servers_table(servers: list[dict[str, Any]]) -> Table:
     return table
 
 
-def ports(config: MeshConfig, as_json: bool, console: Console) -> int:
+def ports(mesh: MeshAddress, as_json: bool, console: Console) -> int:
     """Print the port pool as the registry on disk records it (the mesh need not be running)."""
-    path = Path(config.mesh.state_dir) / REGISTRY_FILE
+    assert mesh.state_dir is not None, "located on disk"
+    path = mesh.state_dir / REGISTRY_FILE
     if not path.exists():
         console.print(f"no registry at {path} yet: the mesh has not run with this state_dir")
         return 0
@@ -91,9 +85,9 @@ def ports(config: MeshConfig, as_json: bool, console: Console) -> int:
         registry.close()
     if as_json:
         rows = [{"port": x.port, "holder": x.holder, "state": x.state, "since": x.since} for x in leases]
-        console.print_json(json.dumps({"range": config.mesh.ports, "ports": rows}))
+        console.print_json(json.dumps({"range": mesh.ports, "ports": rows}))
         return 0
-    table = Table(title=f"port pool {config.mesh.ports}", title_justify="left")
+    table = Table(title=f"port pool {mesh.ports}", title_justify="left")
     for column in ("port", "holder", "state", "since"):
         table.add_column(column)
     for lease in leases:

@@ -17,6 +17,7 @@ from types import FrameType
 import uvicorn
 
 from mcpmesh.app import create_app
+from mcpmesh.cli.locate import announce, base_url, withdraw
 from mcpmesh.cli.up_progress import show_progress
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError
@@ -123,11 +124,15 @@ def up(args: argparse.Namespace) -> int:
         )
     )
     server.on_stop = lambda: app.state.mesh.supervisor.end_client_streams("mesh stopping")
-    server.run(sockets=[listener])
+    address = announce(config, args.config)  # bound: from now on the commands find this mesh
+    try:
+        server.run(sockets=[listener])
+    finally:
+        withdraw(address)
     return 0 if server.started else 1
 
 
 async def _report(supervisor: Supervisor, config: MeshConfig) -> None:
-    host = config.mesh.host if ":" not in config.mesh.host else f"[{config.mesh.host}]"
-    base_url = f"http://{host}:{config.mesh.port}"
-    await show_progress(supervisor, base_url, SETTLE_TIMEOUT, lambda line: print(line, flush=True))
+    await show_progress(
+        supervisor, base_url(config.mesh.host, config.mesh.port), SETTLE_TIMEOUT, lambda line: print(line, flush=True)
+    )
