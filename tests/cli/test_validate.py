@@ -57,6 +57,8 @@ async def test_a_healthy_mesh_passes_every_check_through_every_url(tmp_path: Pat
     dedicated = "http://127.0.0.1:23400"
     for target in (f"{mesh.base_url}/servers/fixture/mcp", f"{dedicated}/mcp", f"{dedicated}/sse"):
         assert {("fixture", step, target) for step in ("handshake", "tools", "ping")} <= seen
+    for target in (f"{mesh.base_url}/servers/fixture/mcp", f"{dedicated}/mcp"):  # 2026-07-28 has no SSE form
+        assert {("fixture", step, target) for step in ("discover", "tools (2026-07-28)")} <= seen
     assert ("fixture", "port", dedicated) in seen
     assert ("time", "tools", f"{mesh.base_url}/servers/time/mcp") in seen
     tools = next(c for c in report["checks"] if c["server"] == "time" and c["check"] == "tools")
@@ -121,7 +123,8 @@ async def test_a_tool_list_the_registry_does_not_match_fails_the_tools_check() -
         async with mcp.Client(mesh.url("plugins"), mode="legacy") as client:
             await client.call_tool("add_tool", {"name": "late_plugin"})  # unannounced, and no probe comes
         checks = await validate(mesh)
-    assert failures(checks) == [("plugins", "tools")] * 2  # through /mcp and /sse
+    # Through /mcp in both eras, and /sse.
+    assert failures(checks) == [("plugins", "tools"), ("plugins", "tools (2026-07-28)"), ("plugins", "tools")]
     tools = next(c for c in checks if c.check == "tools")
     assert tools.detail == "tools differ from the registry: not served [], not registered ['late_plugin']"
 
@@ -136,6 +139,20 @@ async def test_the_command_prints_a_line_per_check_and_exits_non_zero_on_a_gap()
     assert lines[0].startswith(f"ok   - mesh {mesh.base_url}: mesh ")
     assert lines[1].startswith("FAIL dead state registry: failed (")
     assert lines[-1].endswith("failed") and lines[-1].startswith(f"{len(lines) - 1} checks, ")
+
+
+async def test_a_stopped_server_fails_unless_the_operator_allows_it() -> None:
+    async with running_mesh({"time": time_server(), "spare": time_server()}) as mesh:
+        async with httpx.AsyncClient(base_url=mesh.base_url) as http:
+            stop = await http.post("/v1/servers/spare/stop", headers={"Content-Type": "application/json"})
+            assert stop.status_code == 200, stop.text
+        strict = await Validator(mesh.base_url).run()
+        allowing = await Validator(mesh.base_url, allow_stopped=True).run()
+    assert failures(strict) == [("spare", "state")]
+    assert "--allow-stopped accepts it" in next(c.detail for c in strict if c.server == "spare")
+    assert failures(allowing) == []
+    modern = [c for c in allowing if c.server == "time" and c.check == "discover"]
+    assert modern and "protocol 2026-07-28" in modern[0].detail
 
 
 def _listening(port: int) -> bool:

@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mcpmesh.cli.validate import validate
 
         url = _mesh_url(args)
-        return 2 if url is None else validate(url, args.json, console())
+        return 2 if url is None else validate(url, args.json, console(), args.allow_stopped)
     if args.command in ("events", "logs"):
         return _tail(args)
     _parser().print_help()
@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", help=FIND_HELP)
     check.add_argument("--url", help=URL_HELP)
     check.add_argument("--json", action="store_true", help="print the checks as JSON")
+    check.add_argument(
+        "--allow-stopped",
+        action="store_true",
+        help="accept servers an operator stopped (default: a stopped server fails)",
+    )
     for action, text in CONTROL_COMMANDS.items():
         command = sub.add_parser(action, help=text)
         command.add_argument("name", help="the server's name in the config")

@@ -2,8 +2,9 @@
 
 For every server the mesh lists and every URL it advertises (main port and dedicated port, MCP and
 legacy SSE): connect with the official MCP SDK client, handshake, list every tool and compare the
-names with the registry's, and ping. Every port the pool says is held must be listening and be
-served by this same mesh. One line per check; any failure makes the exit code non-zero.
+names with the registry's, and ping; on the MCP URLs, do the same in the 2026-07-28 era (discover,
+tools/list). Every port the pool says is held must be listening and be served by this same mesh.
+One line per check; any failure, a stopped server's included unless allowed, makes the exit code 1.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import Implementation, PaginatedRequestParams
+from mcp_types import Implementation, ListToolsResult, PaginatedRequestParams
 from rich.console import Console
 from rich.markup import escape
 
@@ -31,6 +32,7 @@ from mcpmesh.errors import ValidationGap
 CHECK_TIMEOUT = 15.0  # one check (connect, handshake, every tools/list page, ping) may take this long
 MAX_TOOL_PAGES = 100
 SESSION_CATALOG_WAIT = 5.0
+MODERN = "2026-07-28"
 ME = Implementation(name="mcpmesh-validate", version=__version__)
 
 
@@ -44,8 +46,9 @@ class Check:
 
 
 class Validator:
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, allow_stopped: bool = False):
         self.base_url = base_url
+        self.allow_stopped = allow_stopped  # an operator's stop is what they asked for, not a gap
         self.checks: list[Check] = []
 
     def add(self, server: str, check: str, target: str, ok: bool, detail: str) -> Check:
@@ -72,7 +75,9 @@ class Validator:
     async def _server(self, http: httpx.AsyncClient, server: dict[str, Any]) -> None:
         name, state = server["name"], server["state"]
         if state == "stopped":
-            self.add(name, "state", "registry", True, f"stopped ({server['reason']}): claims to serve nothing")
+            allowed = "allowed by --allow-stopped" if self.allow_stopped else "--allow-stopped accepts it"
+            detail = f"stopped ({server['reason']}): serves nothing; {allowed}"
+            self.add(name, "state", "registry", self.allow_stopped, detail)
             return
         self.add(name, "state", "registry", state == "healthy", f"{state} ({server['reason']})")
 
@@ -83,6 +88,8 @@ class Validator:
         for kind, url in server["urls"].items():
             connect = _sse_session if kind.endswith("sse") else _http_session
             await self._check_url(name, url, registered, connect)
+            if not kind.endswith("sse"):  # legacy SSE has no 2026-07-28 form
+                await self._check_modern(name, url, registered)
 
     async def _registered_tools(self, http: httpx.AsyncClient, name: str, patience: float) -> list[str] | None:
         """The tool names the registry lists for the server, waiting up to `patience` for a first list."""
@@ -109,7 +116,7 @@ class Validator:
                     info = f"{init.server_info.name} {init.server_info.version}, protocol {init.protocol_version}"
                     self.add(name, step, url, True, info)
                     step = "tools"
-                    self.add(name, step, url, True, await self._compare_tools(session, claimed))
+                    self.add(name, step, url, True, await self._compare_tools(_pages(session), claimed))
                     step = "ping"
                     await session.send_ping()
                     self.add(name, step, url, True, "answered")
@@ -117,12 +124,31 @@ class Validator:
         except Exception as exc:  # whatever went wrong is what this check reports
             self.add(name, step, url, False, _describe(exc))
 
+    async def _check_modern(self, name: str, url: str, claimed: Callable[[], Awaitable[list[str] | None]]) -> None:
+        """The same URL as a 2026-07-28 client sees it (what `mcp.Client` speaks by default):
+        server/discover, then every tools/list page against the registry."""
+        step = "discover"
+        try:
+            with anyio.fail_after(CHECK_TIMEOUT):
+                async with Client(url, mode=MODERN, client_info=ME) as client:
+                    server = client.server_info
+                    who = f"{server.name} {server.version}" if server else "no serverInfo"
+                    info = f"{who}, protocol {client.protocol_version}"
+                    self.add(name, step, url, True, info)
+                    step = "tools (2026-07-28)"
+                    self.add(name, step, url, True, await self._compare_tools(_modern_pages(client), claimed))
+        except Exception as exc:  # whatever went wrong is what this check reports
+            self.add(name, step, url, False, _describe(exc))
+
     async def _compare_tools(
-        self, session: ClientSession, registered: Callable[[], Awaitable[list[str] | None]]
+        self,
+        page_at: Callable[[str | None], Awaitable[ListToolsResult]],
+        registered: Callable[[], Awaitable[list[str] | None]],
     ) -> str:
-        served, cursor = [], None
+        served: list[str] = []
+        cursor = None
         for _ in range(MAX_TOOL_PAGES):
-            page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+            page = await page_at(cursor)
             served += [tool.name for tool in page.tools]
             if not (cursor := page.next_cursor):
                 break
@@ -159,6 +185,14 @@ class Validator:
             self.add(holder, "port", base, same, f"port {port} served by {who}")
 
 
+def _pages(session: ClientSession) -> Callable[[str | None], Awaitable[ListToolsResult]]:
+    return lambda cursor: session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+
+
+def _modern_pages(client: Client) -> Callable[[str | None], Awaitable[ListToolsResult]]:
+    return lambda cursor: client.list_tools(cursor=cursor, cache_mode="bypass")  # what answers now
+
+
 @asynccontextmanager
 async def _http_session(url: str) -> AsyncIterator[ClientSession]:
     async with streamable_http_client(url) as (read, write), ClientSession(read, write, client_info=ME) as session:
@@ -183,9 +217,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def validate(base_url: str, as_json: bool, console: Console) -> int:
+def validate(base_url: str, as_json: bool, console: Console, allow_stopped: bool = False) -> int:
     """0 when every check passed, 1 otherwise."""
-    checks = anyio.run(Validator(base_url).run)
+    checks = anyio.run(Validator(base_url, allow_stopped).run)
     failed = [c for c in checks if not c.ok]
     if as_json:
         print(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
