@@ -172,6 +172,9 @@ class MeshSettings(_Strict):
     dedicated_ports: bool = Field(False, description="give every server its own port (servers may override)")
     port_release_grace: float = Field(600.0, ge=0, description="seconds a released port rests before reuse")
     event_retention: int = Field(10_000, ge=100, description="events kept in the registry's log")
+    inherit_env: list[str] = Field(
+        default_factory=list, description="names every server gets from mcpmesh's environment, besides the allow-list"
+    )
 
     @field_validator("ports")
     @classmethod
@@ -187,6 +190,20 @@ class MeshSettings(_Strict):
 class MeshConfig(_Strict):
     mesh: MeshSettings = Field(default_factory=MeshSettings)  # type: ignore[arg-type]  # pydantic fills defaults
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _mesh_wide_inherit_env(self) -> MeshConfig:
+        """[mesh] inherit_env becomes part of every server's own, so a change to it restarts them."""
+        if not self.mesh.inherit_env:
+            return self
+        servers = {
+            name: server.model_copy(
+                update={"inherit_env": list(dict.fromkeys([*self.mesh.inherit_env, *server.inherit_env]))}
+            )
+            for name, server in self.servers.items()
+        }
+        object.__setattr__(self, "servers", servers)  # frozen: set once, while validating
+        return self
 
     @field_validator("servers")
     @classmethod
