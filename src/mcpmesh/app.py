@@ -52,7 +52,13 @@ class Mesh:
         self.metrics = MeshMetrics(config.servers)
         self.audit = ToolCallAudit(self.registry, settings.event_retention)
         self.stats = TrafficStats(config.servers)
-        self.store = SessionStore(settings.max_sessions, settings.session_idle_timeout, on_event=self._session_event)
+        self.store = SessionStore(
+            settings.max_sessions,
+            settings.session_idle_timeout,
+            on_event=self._session_event,
+            idle_timeout_of=self._idle_timeout_of,
+            shortest_idle_timeout=settings.session_process_idle_timeout,
+        )
         reporting = Reporting(
             events=self.registry.append,
             save_listing=self._save_listing,
@@ -63,6 +69,13 @@ class Mesh:
         self.metrics.watch(self.supervisor, self.store, self.pool)
         self.instance = secrets.token_hex(6)  # tells this mesh from another one answering on a port
         self.dedicated: dict[str, uvicorn.Server] = {}  # the listener on each server's own port
+
+    def _idle_timeout_of(self, server: str) -> float:
+        """A session-mode session holds a process of its own: it ends sooner when idle."""
+        settings, own = self.config.mesh, self.config.servers.get(server)
+        if own is not None and own.sharing == "session":
+            return min(settings.session_idle_timeout, settings.session_process_idle_timeout)
+        return settings.session_idle_timeout
 
     def _save_listing(self, server: str, listing: Listing) -> None:
         """Keep a list whose content differs from what the registry holds, and say what changed."""

@@ -163,6 +163,9 @@ class MeshSettings(_Strict):
     max_body_bytes: int = Field(4 * MiB, ge=1024, description="request bodies above this get 413")
     max_sessions: int = Field(1000, ge=1, description="client sessions held at once (excess: 503)")
     session_idle_timeout: float = Field(1800.0, gt=0, description="idle sessions end after this")
+    session_process_idle_timeout: float = Field(
+        300.0, gt=0, description='idle sessions of `sharing = "session"` servers end after this, and their processes'
+    )
     keepalive_interval: float = Field(15.0, gt=0, description="seconds between SSE keep-alives")
     legacy_sse: bool = Field(True, description="also serve the 2024-11-05 HTTP+SSE transport at /servers/<name>/sse")
     stateless_requests: bool = Field(

@@ -197,7 +197,18 @@ OPENAPI: dict[str, Any] = {
             },
             "Server": {
                 "type": "object",
-                "required": ["name", "state", "reason", "since", "restarts", "sharing", "urls", "sessions", "clients"],
+                "required": [
+                    "name",
+                    "state",
+                    "reason",
+                    "since",
+                    "restarts",
+                    "sharing",
+                    "urls",
+                    "sessions",
+                    "active_sessions",
+                    "clients",
+                ],
                 "properties": {
                     "name": {"type": "string"},
                     "state": {
@@ -217,6 +228,10 @@ OPENAPI: dict[str, Any] = {
                     "resources": _nullable("integer"),
                     "urls": {"type": "object", "additionalProperties": {"type": "string"}},
                     "sessions": {"type": "integer"},
+                    "active_sessions": {
+                        "type": "integer",
+                        "description": "sessions with a call in flight, an open GET stream or a request within 60 s",
+                    },
                     "clients": {"type": "array", "items": {"type": "string"}},
                     "last_error": {
                         **_nullable("string"),

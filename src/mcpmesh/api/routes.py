@@ -115,7 +115,7 @@ class Api:
         return json_response({"server": server.name, "lines": body, "next": lines[-1].n if lines else after})
 
     def _describe(self, server: ServerBase, base: str, detail: bool = False) -> dict[str, Any]:
-        sessions = self.store.sessions_of(server.name)
+        sessions, now = self.store.sessions_of(server.name), time.monotonic()
         listings = self.registry.listings(server.name)
         child = server.live_process
         upstream = server.live_upstream
@@ -133,6 +133,7 @@ class Api:
             **{kind: len(listings[kind].names) if kind in listings else None for kind in KINDS},
             "urls": self._urls(server.name, base),
             "sessions": len(sessions),
+            "active_sessions": sum(1 for s in sessions if s.is_active(now)),
             "clients": sorted({s.client for s in sessions}),
             "last_error": server.last_error,
             "last_error_at": server.last_error_at,

@@ -64,11 +64,17 @@ def _servers_table(servers: list[dict[str, Any]]) -> Table:
             str(s["pid"] or "-"),
             s["era"] or "-",
             s["sharing"],
-            str(s["sessions"]),
+            _sessions(s),
             str(s["restarts"]),
             s["urls"].get("dedicated_mcp") or s["urls"]["mcp"],
         )
     return table
+
+
+def _sessions(server: dict[str, Any]) -> str:
+    """`3 (1 idle)`: idle sessions are ones clients left without a DELETE, until they expire."""
+    total, active = server["sessions"], server["active_sessions"]
+    return str(total) if total == active else f"{total} ({total - active} idle)"
 
 
 def ports(mesh: MeshAddress, as_json: bool, console: Console) -> int:

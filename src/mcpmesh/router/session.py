@@ -19,6 +19,7 @@ from mcpmesh.jsonrpc import Message, RequestId
 from mcpmesh.protocol.requests import ParamHeaders
 from mcpmesh.router.outbox import Outbox, Relay
 
+ACTIVE_WINDOW = 60.0  # seconds since its last request that a session still counts as active
 IDLE_TIMEOUT = "idle timeout"  # the reason a session expired (metrics count these apart)
 
 log = logging.getLogger("mcpmesh.session")
@@ -131,6 +132,12 @@ class ClientSession:
     def is_idle(self) -> bool:
         return not self.inflight and (self.stream is None or self.stream.closed)
 
+    def is_active(self, now: float) -> bool:
+        """In use: a call in flight, a GET stream open, or a request within ACTIVE_WINDOW. The
+        others are idle: clients that never DELETE (Claude Code's `mcp list`, the inspector,
+        mcp-remote) leave such sessions behind until they expire."""
+        return not self.is_idle() or now - self.last_active < ACTIVE_WINDOW
+
 
 class SessionStore:
     """All sessions of the gateway process: CSPRNG ids, a cap, idle expiry."""
@@ -140,9 +147,14 @@ class SessionStore:
         max_sessions: int,
         idle_timeout: float,
         on_event: Callable[[str, ClientSession, str], None] | None = None,  # (kind, session, reason)
+        idle_timeout_of: Callable[[str], float] | None = None,  # per server, when some end sooner
+        shortest_idle_timeout: float | None = None,  # the least idle_timeout_of may say
     ):
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
+        self.idle_timeout_of = idle_timeout_of or (lambda server: idle_timeout)
+        shortest = min(shortest_idle_timeout or idle_timeout, idle_timeout)
+        self._expiry_interval = max(0.05, min(shortest / 4, 30.0))
         self._sessions: dict[str, ClientSession] = {}
         self.on_event = on_event
 
@@ -192,10 +204,9 @@ class SessionStore:
 
     async def expire_idle(self) -> None:
         """Forever: end sessions idle for longer than the timeout."""
-        interval = max(0.05, min(self.idle_timeout / 4, 30.0))
         while True:
-            await anyio.sleep(interval)
-            deadline = time.monotonic() - self.idle_timeout
+            await anyio.sleep(self._expiry_interval)
+            now = time.monotonic()
             for session in list(self._sessions.values()):
-                if session.is_idle() and session.last_active < deadline:
+                if session.is_idle() and session.last_active < now - self.idle_timeout_of(session.server):
                     self.close(session, IDLE_TIMEOUT)
