@@ -74,6 +74,9 @@ class ServerConfig(_Strict):
     restart: RestartPolicy = Field(default_factory=RestartPolicy)  # type: ignore[arg-type]  # pydantic fills defaults
     dedicated_port: bool | None = Field(None, description="also listen on a port of its own (default: [mesh])")
     health_interval: float = Field(10.0, gt=0, description="seconds between active MCP probes (ping / server/discover)")
+    catalog_interval: float = Field(
+        300.0, gt=0, description="seconds between re-reads of lists the server did not announce as changed"
+    )
     health_timeout: float = Field(5.0, gt=0, description="seconds a probe may take before it counts as a miss")
     optional: bool = Field(False, description="/readyz does not wait for this server")
     breaker_threshold: int = Field(5, ge=1, description="client requests timing out in a row that open the circuit")

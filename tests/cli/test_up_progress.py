@@ -22,9 +22,10 @@ def test_up_says_which_servers_came_up_which_failed_and_why(tmp_path: Path) -> N
         f'[servers.fixture]\ncommand = "{PYTHON}"\nargs = ["{FIXTURES / "conformance_server.py"}"]\n'
         '[servers.broken]\ncommand = "/nonexistent/server"\nrestart = { max_restarts = 0 }\n'
     )
-    out = tmp_path / "stdout.txt"
-    with open(out, "wb") as stdout:
-        proc = subprocess.Popen([PYTHON, "-m", "mcpmesh", "up", "--config", str(toml)], stdout=stdout, cwd=tmp_path)
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        argv = [PYTHON, "-m", "mcpmesh", "up", "--config", str(toml)]
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=tmp_path)
     try:
         deadline = time.monotonic() + WAIT
         while "server(s) up" not in out.read_text() and time.monotonic() < deadline:
@@ -34,6 +35,11 @@ def test_up_says_which_servers_came_up_which_failed_and_why(tmp_path: Path) -> N
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+    # At the default level nothing routine comes between the progress lines: no uvicorn start-up
+    # lines, no spawns or handshakes; the failure is said (a warning), and so is nothing else.
+    logged = err.read_text().splitlines()
+    assert all(" INFO " not in line for line in logged), logged
+    assert [line for line in logged if "broken" in line and "WARNING" in line], logged
     assert lines[0].endswith(": starting 2 server(s): fixture, broken")
     assert any(line.startswith("  up         fixture after ") for line in lines), lines
     failed = next(line for line in lines if line.startswith("  FAILED     broken after "))

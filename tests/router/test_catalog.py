@@ -11,12 +11,14 @@ import mcp
 import mcp_types as types
 import pytest
 
+from mcpmesh.backend.upstream import Upstream
+from mcpmesh.router.catalog import Catalog
 from mcpmesh.supervision.shared import SharedServer
 from tests.conftest import RunningMesh, everything_server, fixture_server, running_mesh
 
 pytestmark = pytest.mark.anyio
 
-PROBING = {"health_interval": 0.2, "health_timeout": 2}
+PROBING = {"health_interval": 0.2, "health_timeout": 2, "catalog_interval": 0.2}
 
 
 async def detail(mesh: RunningMesh, server: str) -> dict[str, Any]:
@@ -93,3 +95,29 @@ async def test_the_catalog_survives_a_mesh_restart_without_a_false_change(tmp_pa
                 await anyio.sleep(0.05)
         assert mesh.mesh.registry.listings("plugins")["tools"] == first  # same content, first-seen time kept
         assert len(await catalog_events(mesh, "plugins")) == 1  # only the first run's
+
+
+async def test_probes_do_not_re_read_the_lists_before_the_catalog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chatty server logs each list it is asked for: probes every 0.1 s must not ask each time."""
+    reads: list[str] = []
+    probes_answered: list[str] = []
+    refresh, call = Catalog.refresh, Upstream.call
+
+    async def counting_refresh(self: Catalog, upstream: Upstream, **kwargs: Any) -> None:
+        reads.append("read")
+        await refresh(self, upstream, **kwargs)
+
+    async def counting_call(self: Upstream, method: str, *args: Any, **kwargs: Any) -> Any:
+        answer = await call(self, method, *args, **kwargs)
+        if method == "ping":
+            probes_answered.append(method)
+        return answer
+
+    monkeypatch.setattr(Catalog, "refresh", counting_refresh)
+    monkeypatch.setattr(Upstream, "call", counting_call)
+    quick_probes = {"health_interval": 0.1, "health_timeout": 2, "catalog_interval": 3600}
+    async with running_mesh({"plugins": {**fixture_server("faulty_server.py"), **quick_probes}}):
+        with anyio.fail_after(20):
+            while len(probes_answered) < 10:  # noqa: ASYNC110  # probes are time-driven
+                await anyio.sleep(0.05)
+    assert reads == ["read"]  # at the handshake only

@@ -66,7 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--host", help="override [mesh] host")
     up.add_argument("--port", type=int, help="override [mesh] port")
-    up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    up.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: warning with --log-format text (the progress lines, then trouble only), info with json",
+    )
     up.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="json: one object per line (default: text)"
     )

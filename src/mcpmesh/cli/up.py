@@ -107,15 +107,18 @@ def up(args: argparse.Namespace) -> int:
         gc.freeze()
         asyncio.get_running_loop().create_task(_report(supervisor, config))
 
+    # A person reads the text log beside the progress lines: spawns, handshakes and uvicorn's
+    # start-up lines there only break them up (`mcpmesh events` has them). A collector wants all.
+    level = args.log_level or ("info" if args.log_format == "json" else "warning")
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(config, on_started)
-    logs.configure(args.log_format, args.log_level, app.state.mesh.redact)
+    logs.configure(args.log_format, level, app.state.mesh.redact)
     server = _MeshServer(
         uvicorn.Config(
             app,
             host=config.mesh.host,
             port=config.mesh.port,
-            log_level=args.log_level,
+            log_level=level,
             log_config=None,  # uvicorn's records go through our handler too: one format, secrets masked
             access_log=False,
             lifespan="on",

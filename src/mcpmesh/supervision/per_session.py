@@ -124,10 +124,10 @@ class PerSessionServer(ServerBase):
         return Spare(child, upstream, mux)
 
     def _read_catalog(self, mux: Multiplexer, upstream: Upstream) -> None:
-        """Read the lists from one of its processes, at most once per health interval: every
+        """Read the lists from one of its processes, at most once per catalog interval: every
         process runs the same command, so one stands for all."""
         now = time.monotonic()
-        if now - self._catalog_read_at >= self.config.health_interval:
+        if now - self._catalog_read_at >= self.config.catalog_interval:
             self._catalog_read_at = now
             self.spawn(lambda: mux.catalog.refresh(upstream, announce=False))
 

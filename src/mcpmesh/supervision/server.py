@@ -159,7 +159,8 @@ class ServerBase:
 
     def set_state(self, state: State, reason: str) -> None:
         if state != self.state or reason != self.reason:
-            level = logging.WARNING if state == State.FAILED else logging.INFO
+            # Trouble, and the end of it, show at `up`'s default level; routine changes do not.
+            level = logging.WARNING if state in TROUBLE or self.state in TROUBLE else logging.INFO
             log.log(level, "%s: %s (%s)", self.name, state, reason, extra={"server": self.name})
             self.record("state_changed", state=state.value, reason=reason)
         self.state, self.reason, self.since = state, reason, time.time()

@@ -139,7 +139,7 @@ class SharedServer(ServerBase):
     async def _probe(self, child: Connection, upstream: Upstream) -> None:
         """Watch the live process over MCP; restart it when it stops answering."""
         why = f"no answer to {probe_method(upstream)} within {self.config.health_timeout:g}s"
-        was_missing = False
+        was_missing, catalog_read = False, time.monotonic()  # read at the handshake
         async for misses in probes(upstream, self.config.health_interval, self.config.health_timeout):
             if upstream is not self.mux.upstream:
                 return
@@ -148,7 +148,9 @@ class SharedServer(ServerBase):
                 if was_missing and (circuit is None or circuit.state == Circuit.CLOSED):
                     self.set_state(State.HEALTHY, f"answered {probe_method(upstream)} again")
                 was_missing = False
-                await self.mux.catalog.refresh(upstream, announce=True)  # a change the server did not announce
+                if time.monotonic() - catalog_read >= self.config.catalog_interval:
+                    catalog_read = time.monotonic()  # announced changes are read when announced
+                    await self.mux.catalog.refresh(upstream, announce=True)  # a change the server did not announce
             elif misses < UNHEALTHY_AFTER:
                 was_missing = True
                 self.set_state(State.DEGRADED, why)
