@@ -33,7 +33,7 @@ PIPED_WIDTH = 1000  # piped, a table is as wide as its content: nothing is folde
 def console() -> Console:
     """A console for the commands' output: the terminal's width, or (piped, COLUMNS unset) wide
     enough that no cell is folded, where rich would fold at 80 columns."""
-    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")  # set but empty: no width either
     return Console(width=PIPED_WIDTH if piped else None)
 
 
