@@ -22,6 +22,7 @@ from tests.conftest import PYTHON, running_mesh, time_server
 MCPMESH = str(Path(PYTHON).parent / "mcpmesh")
 EXPANDED_SECRET = "ghp_EXPANDEDsecretValue0123456789"  # GITHUB_TOKEN's value: never in any output
 LITERAL_SECRET = "sk-literal-0123456789abcdef"  # written in a client's file: kept in the file, never said
+ENV_FILE_SECRET = "envfile-secret-0123456789"  # in a VS Code envFile: stays there
 
 
 def write(path: Path, content: str | dict[str, Any]) -> Path:
@@ -113,11 +114,13 @@ def clients(tmp_path: Path) -> tuple[Path, Path]:
                     "command": "npx",
                     "args": ["-y", "server-perplexity-ask"],
                     "env": {"PERPLEXITY_API_KEY": "${input:perplexity-key}", "LOG_DIR": "${workspaceFolder}/logs"},
+                    "envFile": "${workspaceFolder}/.env",
                 },
                 "legacy": {"type": "sse", "url": "http://127.0.0.1:9000/sse"},
             },
         },
     )
+    write(project / ".env", f'# for perplexity\nPERPLEXITY_MODEL=sonar\nexport SEARCH_TOKEN="{ENV_FILE_SECRET}"\n')
     write(
         home / ".codex" / "config.toml",
         'model = "o4-mini"\n\n'
@@ -150,8 +153,13 @@ def expected_servers(project: Path) -> dict[str, dict[str, Any]]:
         "perplexity": {
             "command": "npx",
             "args": ["-y", "server-perplexity-ask"],
-            "env": {"PERPLEXITY_API_KEY": "${PERPLEXITY_KEY}", "LOG_DIR": f"{project}/logs"},
-            "secret_env": ["PERPLEXITY_API_KEY"],
+            "env": {
+                "PERPLEXITY_API_KEY": "${PERPLEXITY_KEY}",
+                "LOG_DIR": f"{project}/logs",
+                "PERPLEXITY_MODEL": "${PERPLEXITY_MODEL}",
+                "SEARCH_TOKEN": "${SEARCH_TOKEN}",
+            },
+            "secret_env": ["PERPLEXITY_API_KEY", "SEARCH_TOKEN"],
         },
         "legacy": {"url": "http://127.0.0.1:9000/sse", "transport": "sse"},
         "notes": {"command": "notes-mcp", "env": {"NOTES_DIR": "${NOTES_DIR:-/tmp/notes}"}},
@@ -187,7 +195,13 @@ def test_every_clients_files_become_one_mesh_config_with_duplicates_merged_and_t
     written = project / "mcpmesh.toml"
     expected = expected_servers(project)
     assert tomllib.loads(written.read_text())["servers"] == expected
-    for name in ("GITHUB_TOKEN", "CTX7_KEY", "PERPLEXITY_KEY"):  # what the summary says to set
+    for name in (
+        "GITHUB_TOKEN",
+        "CTX7_KEY",
+        "PERPLEXITY_KEY",
+        "PERPLEXITY_MODEL",
+        "SEARCH_TOKEN",
+    ):  # what the summary says to set
         monkeypatch.setenv(name, "x")
     monkeypatch.delenv("NOTES_DIR", raising=False)
     config = load_config(written)
@@ -210,13 +224,13 @@ def test_every_clients_files_become_one_mesh_config_with_duplicates_merged_and_t
     assert f"server 'github' in {home / '.cursor' / 'mcp.json'} differs" in conflicts[0]
     assert f"kept from {project / '.mcp.json'}" in conflicts[0]
     assert (
-        "set before `mcpmesh up`: CTX7_KEY, GITHUB_TOKEN, PERPLEXITY_KEY (unset now: CTX7_KEY, PERPLEXITY_KEY)"
-        in done.stderr
+        "set before `mcpmesh up`: CTX7_KEY, GITHUB_TOKEN, PERPLEXITY_KEY, PERPLEXITY_MODEL, SEARCH_TOKEN "
+        "(unset now: CTX7_KEY, PERPLEXITY_KEY, PERPLEXITY_MODEL, SEARCH_TOKEN)" in done.stderr
     )
     assert "input 'perplexity-key' (Perplexity API Key)" in done.stderr
     assert "other" not in config.servers  # another project's server
     output = written.read_text() + done.stdout + done.stderr
-    assert EXPANDED_SECRET not in output
+    assert EXPANDED_SECRET not in output and ENV_FILE_SECRET not in output
     assert LITERAL_SECRET in written.read_text() and LITERAL_SECRET not in done.stdout + done.stderr
     assert written.stat().st_mode & 0o077 == 0  # it may hold the sources' literal secrets
 

@@ -112,7 +112,8 @@ class Variables:
     notes: list[str] = field(default_factory=list)
 
     def __call__(self, value: Any, where: str) -> str:
-        return VARIABLE.sub(lambda match: self._one(match.group(1), where), str(value))
+        text = value if isinstance(value, str) else json.dumps(value)  # JSON's true is "true", not "True"
+        return VARIABLE.sub(lambda match: self._one(match.group(1), where), text)
 
     def _one(self, inner: str, where: str) -> str:
         if inner.startswith("env:"):
@@ -153,7 +154,8 @@ def _json_entry(name: str, entry: Any, origin: str, base: Variables) -> Found:
     if "command" in entry:
         table["command"] = tr(entry["command"], "command")
         table["args"] = [tr(arg, "args") for arg in _list(entry.get("args"))]
-        table["env"] = {str(k): tr(v, f"env.{k}") for k, v in _dict(entry.get("env")).items()}
+        env = _dict(entry.get("env"))
+        table["env"] = {str(k): tr(v, f"env.{k}") for k, v in env.items() if v is not None}  # null: unset
         if isinstance(entry.get("envFile"), str):
             _env_file(Path(tr(entry["envFile"], "envFile")), table["env"], found.notes)
         if isinstance(entry.get("cwd"), str):
