@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mcpmesh.config import expand_header, load_config
+from mcpmesh.config import expand_env, expand_header, load_config, unset_references
 from mcpmesh.errors import ConfigError
+from mcpmesh.observe.redact import Redactor
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mcpmesh.toml"
 
@@ -68,14 +69,77 @@ def test_claude_desktop_json_is_accepted_unchanged(tmp_path: Path) -> None:
     assert config.servers["everything"].command == "npx"
 
 
-def test_disabled_entries_of_the_clients_json_are_not_started(tmp_path: Path) -> None:
+def test_disabled_entries_of_the_clients_json_are_kept_switched_off(tmp_path: Path) -> None:
     text = """{"mcpServers": {
   "on": {"command": "mcp-server-time"},
   "off": {"command": "mcp-server-time", "disabled": true},
   "said_no_but_not_a_boolean": {"command": "mcp-server-time", "disabled": "yes"}
 }}"""
     config = load_config(write(tmp_path, "mcp.json", text))
-    assert list(config.servers) == ["on", "said_no_but_not_a_boolean"]
+    assert {name: server.enabled for name, server in config.servers.items()} == {
+        "on": True,
+        "off": False,
+        "said_no_but_not_a_boolean": True,
+    }
+
+
+def test_a_server_is_switched_off_with_enabled_false(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, "m.toml", '[servers.a]\ncommand = "x"\n[servers.b]\ncommand = "x"\nenabled = false\n')
+    )
+    assert (config.servers["a"].enabled, config.servers["b"].enabled) == (True, False)
+
+
+def test_env_values_expand_references_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPMESH_TEST_TOKEN", "s3cret")
+    monkeypatch.delenv("MCPMESH_TEST_UNSET", raising=False)
+    env = {
+        "TOKEN": "${MCPMESH_TEST_TOKEN}",
+        "BEARER": "Bearer ${MCPMESH_TEST_TOKEN}!",
+        "FALLBACK": "${MCPMESH_TEST_UNSET:-https://example.com}",
+        "EMPTY_DEFAULT": "${MCPMESH_TEST_UNSET:-}",
+        "SET_WINS": "${MCPMESH_TEST_TOKEN:-unused}",
+        "LITERAL": "$MCPMESH_TEST_TOKEN",
+    }
+    assert expand_env(env) == {
+        "TOKEN": "s3cret",
+        "BEARER": "Bearer s3cret!",
+        "FALLBACK": "https://example.com",
+        "EMPTY_DEFAULT": "",
+        "SET_WINS": "s3cret",
+        "LITERAL": "$MCPMESH_TEST_TOKEN",
+    }
+    assert unset_references("${MCPMESH_TEST_UNSET} ${MCPMESH_TEST_UNSET:-x} ${MCPMESH_TEST_TOKEN}") == [
+        "MCPMESH_TEST_UNSET"
+    ]
+
+
+def test_an_env_reference_to_an_unset_variable_is_an_error_naming_server_key_and_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MCPMESH_TEST_UNSET", raising=False)
+    path = write(tmp_path, "m.toml", '[servers.gh]\ncommand = "x"\nenv = { GITHUB_TOKEN = "${MCPMESH_TEST_UNSET}" }\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == "servers.gh.env.GITHUB_TOKEN"
+    assert "environment variable MCPMESH_TEST_UNSET is not set" in str(caught.value)
+    assert str(caught.value).startswith(f"{path}:3:")
+
+
+def test_a_spawned_server_gets_its_env_references_expanded_and_their_values_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCPMESH_TEST_TOKEN", "s3cret-value")
+    config = load_config(
+        write(
+            tmp_path,
+            "m.toml",
+            '[servers.a]\ncommand = "x"\nenv = { T = "tok-${MCPMESH_TEST_TOKEN}" }\nsecret_env = ["T"]\n',
+        )
+    )
+    assert config.servers["a"].env == {"T": "tok-${MCPMESH_TEST_TOKEN}"}  # kept as written
+    redact = Redactor.from_config(config)
+    assert redact("saw tok-s3cret-value and s3cret-value") == "saw *** and ***"
 
 
 def test_claude_code_mcp_json_without_json_suffix_is_detected(tmp_path: Path) -> None:
@@ -242,3 +306,16 @@ def test_up_refuses_a_broken_config_before_starting_anything(tmp_path: Path) -> 
     assert run.returncode == 1
     assert "servers.x" in run.stderr
     assert "spawned" not in run.stderr
+
+
+def test_a_disabled_server_needs_none_of_its_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MCPMESH_TEST_UNSET", raising=False)
+    text = (
+        '[servers.a]\ncommand = "x"\nenabled = false\nenv = { T = "${MCPMESH_TEST_UNSET}" }\n'
+        '[servers.b]\nurl = "https://example.com/mcp"\nenabled = false\n'
+        'headers = { Authorization = "Bearer ${MCPMESH_TEST_UNSET}" }\n'
+    )
+    config = load_config(write(tmp_path, "m.toml", text))
+    assert not config.servers["a"].enabled and not config.servers["b"].enabled
+    with pytest.raises(ConfigError, match="servers.b.headers.Authorization: environment variable MCPMESH_TEST_UNSET"):
+        load_config(write(tmp_path, "on.toml", text.replace("enabled = false\nheaders", "headers")))

@@ -119,9 +119,10 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
             mesh.registry.close()
 
     async def readyz(request: Request) -> Response:
-        """200 only when every server not marked optional is healthy."""
+        """200 only when every enabled server not marked optional is healthy."""
         servers = mesh.supervisor.servers
-        waiting = {n: s.state.value for n, s in servers.items() if not s.config.optional and s.state != State.HEALTHY}
+        awaited = {n: s for n, s in servers.items() if s.config.enabled and not s.config.optional}
+        waiting = {n: s.state.value for n, s in awaited.items() if s.state != State.HEALTHY}
         body = {"ready": not waiting, "servers": {n: s.state.value for n, s in servers.items()}}
         return json_response(body, 503 if waiting else 200)
 

@@ -20,7 +20,8 @@ from mcpmesh.registry.ports import PortRange
 MiB = 1024 * 1024
 SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
-ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+"""`${NAME}`, or `${NAME:-default}` (the default when NAME is unset or empty), as Claude Code writes them."""
 RESERVED_HEADERS = frozenset(
     {"accept", "content-type", "content-length", "host", "mcp-session-id", "mcp-protocol-version", "mcp-method"}
     | {"mcp-name", "last-event-id", "transfer-encoding", "connection"}
@@ -54,7 +55,9 @@ class ServerConfig(_Strict):
         default_factory=dict, repr=False, description="HTTP headers sent to `url`; ${NAME} expands from the environment"
     )
     args: list[str] = Field(default_factory=list, description="arguments")
-    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="extra environment variables; ${NAME} expands from the environment"
+    )
     inherit_env: list[str] = Field(
         default_factory=list, description="names passed through from mcpmesh's own environment"
     )
@@ -79,6 +82,7 @@ class ServerConfig(_Strict):
     )
     health_timeout: float = Field(5.0, gt=0, description="seconds a probe may take before it counts as a miss")
     optional: bool = Field(False, description="/readyz does not wait for this server")
+    enabled: bool = Field(True, description="false: listed as stopped and not started (until `mcpmesh start`)")
     breaker_threshold: int = Field(5, ge=1, description="client requests timing out in a row that open the circuit")
     breaker_cooldown: float = Field(30.0, gt=0, description="seconds an open circuit refuses requests before a trial")
 
@@ -105,15 +109,11 @@ class ServerConfig(_Strict):
     @field_validator("headers")
     @classmethod
     def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, template in headers.items():
+        for name in headers:
             if not HEADER_NAME.match(name):
                 raise _at(name, f"{name!r} is not a valid HTTP header name")
             if name.lower() in RESERVED_HEADERS:
                 raise _at(name, "this header is set by mcpmesh itself")
-            try:
-                expand_header(name, template)  # a missing variable is an error at startup, not at first use
-            except HeaderError as exc:
-                raise _at(name, exc.problem) from None
         return headers
 
     @model_validator(mode="after")
@@ -129,20 +129,55 @@ class ServerConfig(_Strict):
             for key in ("transport", "headers"):
                 if key in self.model_fields_set:
                     raise _at(key, "applies only to remote (`url`) servers")
+        if self.enabled:  # a missing variable is an error at startup, not at first use; none for a server off
+            self._check_references()
         return self
+
+    def _check_references(self) -> None:
+        for name, template in self.env.items():
+            if missing := unset_references(template):
+                raise _at("env", f"environment variable {missing[0]} is not set", name)
+        for name, template in self.headers.items():
+            try:
+                expand_header(name, template)
+            except HeaderError as exc:
+                raise _at("headers", exc.problem, name) from None
+
+
+def expand_references(template: str, environ: Mapping[str, str] | None = None) -> str:
+    """`template` with each `${NAME}` (or `${NAME:-default}`) taken from the environment; a
+    variable unset and without default raises KeyError naming it. The result may be a secret:
+    never log it, and never put it in an error message."""
+    environ = os.environ if environ is None else environ
+
+    def variable(match: re.Match[str]) -> str:
+        name, default = match.groups()
+        if default is not None and not environ.get(name):
+            return default
+        return environ[name]
+
+    return ENV_REFERENCE.sub(variable, template)
+
+
+def unset_references(template: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The variables `template` refers to that are unset and have no default."""
+    environ = os.environ if environ is None else environ
+    found = ((m.group(1), m.group(2)) for m in ENV_REFERENCE.finditer(template))
+    return [name for name, default in found if default is None and name not in environ]
+
+
+def expand_env(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A server's `env` with its `${NAME}` references expanded (the values may be secrets)."""
+    return {name: expand_references(value, environ) for name, value in env.items()}
 
 
 def expand_header(name: str, template: str, environ: Mapping[str, str] | None = None) -> str:
     """A header value with each `${NAME}` taken from the environment. The result may be a secret:
     never log it, and never put it in an error message."""
-    environ = os.environ if environ is None else environ
-
-    def variable(match: re.Match[str]) -> str:
-        if match.group(1) not in environ:
-            raise HeaderError(name, f"environment variable {match.group(1)} is not set")
-        return environ[match.group(1)]
-
-    value = ENV_REFERENCE.sub(variable, template)
+    try:
+        value = expand_references(template, environ)
+    except KeyError as exc:
+        raise HeaderError(name, f"environment variable {exc.args[0]} is not set") from None
     if not all(c == "\t" or " " <= c <= "~" for c in value):
         raise HeaderError(
             name, "the value (after expansion) must be printable ASCII: no line breaks or control characters"
@@ -150,9 +185,10 @@ def expand_header(name: str, template: str, environ: Mapping[str, str] | None = 
     return value
 
 
-def _at(key: str, problem: str) -> PydanticCustomError:
-    """A validation error about `key` inside the model being validated (the loader appends it to the path)."""
-    return PydanticCustomError("mesh_setting", "{problem}", {"problem": problem, "key": key})
+def _at(key: str, problem: str, *inner: str) -> PydanticCustomError:
+    """A validation error about `key` (and `inner` keys within it) inside the model being validated
+    (the loader appends them to the path)."""
+    return PydanticCustomError("mesh_setting", "{problem}", {"problem": problem, "key": [key, *inner]})
 
 
 class MeshSettings(_Strict):
@@ -263,12 +299,7 @@ def _parse_json(path: Path, text: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("mcpServers"), dict):
         raise ConfigError(str(path), 'expected an object with an "mcpServers" object', key="mcpServers")
     entries = doc["mcpServers"].items()
-    return {"servers": {name: _from_client_entry(path, name, e) for name, e in entries if not _disabled(e)}}
-
-
-def _disabled(entry: Any) -> bool:
-    """A client's entry switched off (`"disabled": true`): the client does not start it, nor does the mesh."""
-    return isinstance(entry, dict) and entry.get("disabled") is True
+    return {"servers": {name: _from_client_entry(path, name, e) for name, e in entries}}
 
 
 def _from_client_entry(path: Path, name: str, entry: Any) -> dict[str, Any]:
@@ -282,6 +313,8 @@ def _from_client_entry(path: Path, name: str, entry: Any) -> dict[str, Any]:
             str(path), f"unknown server type {kind!r} (expected one of {', '.join(_CLIENT_TYPES)})", key=f"{key}.type"
         )
     table = {k: v for k, v in entry.items() if k not in _CLIENT_ONLY_KEYS}
+    if entry.get("disabled") is True:  # switched off in the client: the mesh lists it, stopped
+        table["enabled"] = False
     transport = None if kind is None else _CLIENT_TYPES[kind]
     if "url" in entry and transport is not None:
         table["transport"] = transport
@@ -295,7 +328,7 @@ def _validate(path: Path, text: str, raw: dict[str, Any]) -> MeshConfig:
         first = exc.errors()[0]
         keys = [str(part) for part in first["loc"]]
         if first["type"] == "mesh_setting":
-            keys.append(first["ctx"]["key"])
+            keys += first["ctx"]["key"]
         if path.suffix.lower() == ".json" and keys[:1] == ["servers"]:
             keys[0] = "mcpServers"
         message = first["msg"].removeprefix("Value error, ")

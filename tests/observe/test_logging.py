@@ -178,6 +178,25 @@ async def test_the_logs_api_pages_by_line_number_and_refuses_bad_input() -> None
         assert (await http.get(f"{mesh.base_url}/v1/servers/nope/logs")).status_code == 404
 
 
+@pytest.mark.anyio
+async def test_a_server_gets_its_env_references_expanded_and_a_secret_one_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MCPMESH_TEST_TOKEN", SECRET)
+    monkeypatch.setenv("MCPMESH_TEST_NAME", "mesh")
+    monkeypatch.delenv("MCPMESH_TEST_UNSET", raising=False)
+    secret = fixture_server("faulty_server.py", "--stderr-env", "API_TOKEN")
+    secret |= {"env": {"API_TOKEN": "${MCPMESH_TEST_TOKEN}"}, "secret_env": ["API_TOKEN"]}
+    plain = fixture_server("faulty_server.py", "--stderr-env", "GREETING")
+    plain |= {"env": {"GREETING": "hello ${MCPMESH_TEST_NAME}, ${MCPMESH_TEST_UNSET:-and all}"}}
+    async with running_mesh({"secret": secret, "plain": plain}) as mesh, httpx.AsyncClient(timeout=20) as http:
+        lines = {}
+        for name in ("secret", "plain"):
+            page = (await http.get(f"{mesh.base_url}/v1/servers/{name}/logs")).json()
+            lines[name] = [line["text"] for line in page["lines"]]
+    assert lines == {"secret": ["API_TOKEN=***"], "plain": ["GREETING=hello mesh, and all"]}
+
+
 def test_the_filter_masks_secrets_in_messages_arguments_and_tracebacks() -> None:
     stream = io.StringIO()
     configure("text", "info", Redactor([SECRET]), stream)

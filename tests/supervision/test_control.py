@@ -175,3 +175,20 @@ async def test_a_page_on_another_loopback_port_cannot_change_the_mesh_but_the_me
             assert (await http.post("/v1/servers/conf/restart", headers=ops)).status_code == 202
             assert (await http.post("/v1/servers/conf/stop")).status_code == 200  # the CLI sends no Origin
         assert server.state == State.STOPPED
+
+
+async def test_a_server_disabled_in_the_config_is_listed_stopped_never_spawned_and_starts_on_request() -> None:
+    servers = {"off": {**conformance_server(), "enabled": False}, "on": conformance_server()}
+    async with running_mesh(servers) as mesh:
+        server = mesh.mesh.supervisor.servers["off"]
+        assert server.state == State.STOPPED and server.reason == "disabled in the config (enabled = false)"
+        assert "spawned" not in await kinds(mesh, "off")
+        async with httpx.AsyncClient(base_url=mesh.base_url) as http:
+            listed = (await http.get("/v1/servers/off")).json()
+            assert (listed["state"], listed["pid"]) == ("stopped", None)
+            ready = await http.get("/readyz")  # nothing waits for a server switched off
+            assert ready.status_code == 200 and ready.json()["servers"] == {"off": "stopped", "on": "healthy"}
+        started = await post(mesh, "/v1/servers/off/start")
+        assert started.status_code == 202, started.text
+        await settle(server, State.HEALTHY)
+        assert (await kinds(mesh, "off")).count("spawned") == 1

@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if url is None else validate(url, args.json, console(), args.allow_stopped)
     if args.command in ("events", "logs"):
         return _tail(args)
+    if args.command == "import":
+        from mcpmesh.cli.import_configs import import_configs
+
+        return import_configs(args)
     _parser().print_help()
     return 2
 
@@ -107,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept servers an operator stopped (default: a stopped server fails)",
     )
+    imports = sub.add_parser(
+        "import",
+        help="write one mesh config from the MCP server configs of Claude Desktop, Claude Code, Cursor, "
+        "VS Code and Codex (exit 1 on a conflict or an entry not imported)",
+    )
+    imports.add_argument("files", nargs="*", metavar="FILE", help="configs to read (default: the clients' own places)")
+    imports.add_argument("--output", "-o", default="mcpmesh.toml", help="where to write; - for stdout (%(default)s)")
+    imports.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    imports.add_argument("--dry-run", action="store_true", help="say what would be written, write nothing")
     for action, text in CONTROL_COMMANDS.items():
         command = sub.add_parser(action, help=text)
         command.add_argument("name", help="the server's name in the config")

@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
-from mcpmesh.config import ENV_REFERENCE, MeshConfig, expand_header
+from mcpmesh.config import ENV_REFERENCE, MeshConfig, expand_header, expand_references, unset_references
 from mcpmesh.errors import HeaderError
 
 MASK = "***"
@@ -38,11 +38,15 @@ class Redactor:
         secrets: list[str] = []
         for server in config.servers.values():
             for name in server.secret_env:
-                value = server.env.get(name, environ.get(name))  # `env`, else passed through (`inherit_env`)
-                if value is not None:
-                    secrets.append(value)
+                if name in server.env:  # a template: its variables' values and what it expands to
+                    template = server.env[name]
+                    secrets += [environ[v] for v in _referenced(template) if v in environ]
+                    if not unset_references(template, environ):
+                        secrets.append(expand_references(template, environ))
+                elif name in environ:  # passed through (`inherit_env`)
+                    secrets.append(environ[name])
             for header, template in server.headers.items():
-                referenced = ENV_REFERENCE.findall(template)
+                referenced = _referenced(template)
                 if not referenced and not CREDENTIAL_HEADER.search(header):
                     continue  # a literal, non-credential value (`Accept-Language: en`) stays readable
                 secrets += [environ[v] for v in referenced if v in environ]
@@ -51,3 +55,8 @@ class Redactor:
                 except HeaderError:
                     continue  # refused when connecting; nothing of it is sent or logged
         return cls(secrets)
+
+
+def _referenced(template: str) -> list[str]:
+    """The variable names a `${NAME}` template refers to."""
+    return [match.group(1) for match in ENV_REFERENCE.finditer(template)]

@@ -18,8 +18,8 @@ import anyio.abc
 from mcpmesh.backend.connection import Connection
 from mcpmesh.backend.process import ChildProcess, child_environment
 from mcpmesh.backend.upstream import Traffic, Upstream
-from mcpmesh.config import ServerConfig
-from mcpmesh.errors import CommandNotFound, MeshError
+from mcpmesh.config import ServerConfig, expand_env
+from mcpmesh.errors import CommandNotFound, MeshError, SpawnError
 from mcpmesh.jsonrpc import Message, params_of
 from mcpmesh.protocol.versions import negotiate_version
 from mcpmesh.registry.base import Listing
@@ -199,7 +199,10 @@ class ServerBase:
             transport = LegacySseConnection if cfg.transport == "sse" else StreamableHttpConnection
             return await transport.connect(self.name, cfg)
         assert cfg.command is not None  # the config has exactly one of command and url
-        env = child_environment(cfg.env, cfg.inherit_env)
+        try:
+            env = child_environment(expand_env(cfg.env), cfg.inherit_env)
+        except KeyError as exc:  # checked at load, unless the server was disabled then
+            raise SpawnError(f"cannot start {self.name}: environment variable {exc.args[0]} is not set") from None
         return await ChildProcess.spawn(
             self.name,
             cfg.command,

@@ -16,6 +16,8 @@ from mcpmesh.supervision.per_session import PerSessionServer
 from mcpmesh.supervision.server import Reporting, ServerBase, State
 from mcpmesh.supervision.shared import SharedServer
 
+DISABLED_REASON = "disabled in the config (enabled = false)"
+
 
 class Supervisor:
     """Owns every configured server and the session store's expiry loop."""
@@ -40,6 +42,8 @@ class Supervisor:
             for server in self.servers.values():
                 if server.name in self.blocked:  # e.g. its dedicated port could not be had
                     server.set_state(State.FAILED, self.blocked[server.name])
+                elif not server.config.enabled:  # switched off in the config: never spawned
+                    server.set_state(State.STOPPED, DISABLED_REASON)
                 else:
                     await tg.start(server.supervise)
             tg.start_soon(self.store.expire_idle)
