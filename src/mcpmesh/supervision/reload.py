@@ -107,7 +107,7 @@ class Reloader:
                 new = await anyio.to_thread.run_sync(self.load)  # file I/O off the event loop
             except (ConfigError, ServerBlocked) as exc:
                 result = ReloadResult(refused=str(exc))
-                log.warning("reload refused: %s", exc)
+                log.warning("%s", summary(result))
                 self.events("config_reload_refused", None, by=why, error=str(exc))
                 return result
             result = await self._apply(new)
