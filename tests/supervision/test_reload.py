@@ -15,7 +15,7 @@ import mcp
 import pytest
 
 from mcpmesh.config import load_config
-from tests.conftest import RunningMesh, conformance_server, everything_server, running_mesh, time_server
+from tests.conftest import PYTHON, RunningMesh, conformance_server, everything_server, running_mesh, time_server
 
 pytestmark = pytest.mark.anyio
 
@@ -218,7 +218,8 @@ async def test_two_reloads_at_once_run_one_after_the_other(tmp_path: Path) -> No
     async with running_mesh(
         {"first": conformance_server()}, state_dir=state, reload_from=lambda: load_config(path)
     ) as mesh:
-        write_config(path, {"first": conformance_server(), "second": conformance_server()}, state_dir=state)
+        changed = {**conformance_server(), "env": {"CHANGED": "1"}}  # stopping its old process takes a while
+        write_config(path, {"first": changed, "second": conformance_server()}, state_dir=state)
         reloader = mesh.mesh.reloader
         assert reloader is not None
         results = []
@@ -229,8 +230,14 @@ async def test_two_reloads_at_once_run_one_after_the_other(tmp_path: Path) -> No
         async with anyio.create_task_group() as tg:
             tg.start_soon(one)
             tg.start_soon(one)
-        assert sorted((r.added, r.unchanged) for r in results) == [([], ["first", "second"]), (["second"], ["first"])]
+        assert [(r.changed, r.added, r.unchanged, r.failed) for r in results] == [
+            (["first"], ["second"], [], {}),
+            ([], [], ["first", "second"], {}),  # the second saw what the first had done
+        ]
         assert list(mesh.mesh.supervisor.servers) == ["first", "second"]
+        with anyio.fail_after(30):
+            await mesh.mesh.supervisor.wait_settled()
+        assert len([e for e in await events(mesh, "spawned") if e["command"] == PYTHON]) == 3  # 1 + 1 changed + 1 added
 
 
 async def test_a_reload_while_servers_are_starting_leaves_one_process_with_the_new_settings(tmp_path: Path) -> None:
