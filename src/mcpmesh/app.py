@@ -24,7 +24,7 @@ from mcpmesh.front.security import HostOriginPolicy
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
 from mcpmesh.observe.audit import ToolCallAudit
 from mcpmesh.observe.metrics import MeshMetrics
-from mcpmesh.observe.redact import Redactor
+from mcpmesh.observe.redact import Redactor, secrets_of
 from mcpmesh.observe.stats import TrafficStats
 from mcpmesh.registry.base import Listing
 from mcpmesh.registry.ports import PortPool
@@ -93,9 +93,16 @@ def create_app(
     listeners = DedicatedListeners(mcp_endpoint, sse, settings, mesh.instance)
     mesh.dedicated = listeners.servers
     if reload_from is not None:
+        load = reload_from
+
+        def reread() -> MeshConfig:
+            config = load()
+            mesh.redact.include(secrets_of(config))  # before anything of its servers can be logged
+            return config
+
         mesh.reloader = Reloader(
             mesh.supervisor,
-            reload_from,
+            reread,
             mesh.registry.append,
             lambda name, wanted: listeners.follow(name, wanted, mesh.pool, mesh.registry),
         )

@@ -311,3 +311,19 @@ async def test_mcpmesh_reload_prints_what_the_mesh_did(tmp_path: Path) -> None:
             "refused": None,
         }
         assert sorted(json.loads(again.stdout)["unchanged"]) == ["first", "second"]
+
+
+async def test_the_secrets_of_a_server_added_by_a_reload_are_masked_like_the_first_ones(tmp_path: Path) -> None:
+    path, state = tmp_path / "mcpmesh.toml", str(tmp_path / "state")
+    write_config(path, {"first": conformance_server()}, state_dir=state)
+    async with running_mesh(
+        {"first": conformance_server()}, state_dir=state, reload_from=lambda: load_config(path)
+    ) as mesh:
+        secret = "reloaded-s3cr3t-4242"
+        keyed = {**conformance_server(), "env": {"TOKEN": secret}, "secret_env": ["TOKEN"]}
+        keyed["args"] = [*keyed["args"], "--token", secret]
+        write_config(path, {"first": conformance_server(), "keyed": keyed}, state_dir=state)
+        assert (await reload(mesh)).json()["added"] == ["keyed"]
+        [spawned] = [e for e in await events(mesh, "spawned") if "--token" in e["argv"]]
+        assert spawned["argv"][-2:] == ["--token", "***"]
+        assert secret not in (await get(mesh, "/v1/events", limit=1000)).text
