@@ -93,13 +93,15 @@ async def running_mesh(
     port: int = 0,
     wrap: Callable[[ASGIApp], ASGIApp] | None = None,
     settle: bool = True,
+    reload_from: Callable[[], MeshConfig] | None = None,
     **mesh: Any,
 ) -> AsyncIterator[RunningMesh]:
     """Start a mesh with these servers on a free port (or on `port`, to bring one back where it
-    was); wait until every server settled (unless `settle=False`). `wrap` puts ASGI middleware in front of the app."""
+    was); wait until every server settled (unless `settle=False`). `wrap` puts ASGI middleware in front of the app;
+    `reload_from` is what a reload reads (as `mcpmesh up` reads its file again)."""
     mesh.setdefault("state_dir", tempfile.mkdtemp(prefix="mcpmesh-test-"))  # no registry shared between tests
     config = MeshConfig.model_validate({"mesh": {**mesh, "port": port}, "servers": servers})
-    app = create_app(config)
+    app = create_app(config, reload_from=reload_from)
     server = uvicorn.Server(
         uvicorn.Config(
             app if wrap is None else wrap(app),

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from mcpmesh.api.routes import Api
 from mcpmesh.config import MeshConfig
 from mcpmesh.dashboard import Dashboard
-from mcpmesh.front.dedicated import allocate_dedicated, dedicated_listeners
+from mcpmesh.front.dedicated import DedicatedListeners, allocate_dedicated
 from mcpmesh.front.entry import MeshApp
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
@@ -24,17 +24,19 @@ from mcpmesh.front.security import HostOriginPolicy
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
 from mcpmesh.observe.audit import ToolCallAudit
 from mcpmesh.observe.metrics import MeshMetrics
-from mcpmesh.observe.redact import Redactor
+from mcpmesh.observe.redact import Redactor, secrets_of
 from mcpmesh.observe.stats import TrafficStats
 from mcpmesh.registry.base import Listing
 from mcpmesh.registry.ports import PortPool
 from mcpmesh.registry.sqlite import SqliteRegistry
 from mcpmesh.router.catalog import difference
 from mcpmesh.router.session import ClientSession, SessionStore
+from mcpmesh.supervision.reload import Reloader
 from mcpmesh.supervision.server import Reporting, State
 from mcpmesh.supervision.supervisor import Supervisor
 
 OnStarted = Callable[[Supervisor], Awaitable[None]]
+LoadConfig = Callable[[], MeshConfig]
 
 
 REGISTRY_FILE = "registry.sqlite3"
@@ -69,6 +71,7 @@ class Mesh:
         self.metrics.watch(self.supervisor, self.store, self.pool)
         self.instance = secrets.token_hex(6)  # tells this mesh from another one answering on a port
         self.dedicated: dict[str, uvicorn.Server] = {}  # the listener on each server's own port
+        self.reloader: Reloader | None = None  # when the mesh was started from a file it can read again
 
     def _idle_timeout_of(self, server: str) -> float:
         """A session-mode session holds a process of its own: it ends sooner when idle."""
@@ -91,12 +94,31 @@ class Mesh:
         self.registry.append(kind, session.server, **detail, **({"reason": reason} if reason else {}))
 
 
-def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starlette:
+def create_app(
+    config: MeshConfig, on_started: OnStarted | None = None, reload_from: LoadConfig | None = None
+) -> Starlette:
+    """The mesh's app; with `reload_from` (what reads the config file again), it can be reloaded."""
     mesh = Mesh(config)
     settings = config.mesh
 
     mcp_endpoint = StreamableHttpEndpoint(mesh.supervisor.servers, mesh.store, settings)
     sse = LegacySseEndpoint(mesh.supervisor.servers, mesh.store, settings) if settings.legacy_sse else None
+    listeners = DedicatedListeners(mcp_endpoint, sse, settings, mesh.instance)
+    mesh.dedicated = listeners.servers
+    if reload_from is not None:
+        load = reload_from
+
+        def reread() -> MeshConfig:
+            config = load()
+            mesh.redact.include(secrets_of(config))  # before anything of its servers can be logged
+            return config
+
+        mesh.reloader = Reloader(
+            mesh.supervisor,
+            reread,
+            mesh.registry.append,
+            lambda name, wanted: listeners.follow(name, wanted, mesh.pool, mesh.registry),
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,11 +131,15 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
             async with (
                 mesh.audit.run(),  # entered first, left last: it writes the calls the stop ended
                 mesh.supervisor.run(blocked) as supervisor,
-                dedicated_listeners(sockets, mcp_endpoint, sse, settings, mesh.instance) as mesh.dedicated,
+                listeners.run(sockets),
             ):
                 if on_started is not None:
                     await on_started(supervisor)
-                yield
+                try:
+                    yield
+                finally:  # a reload from now on would start servers the stop is ending
+                    if mesh.reloader is not None:
+                        mesh.reloader.close()
         finally:
             mesh.registry.trim_events(settings.event_retention)
             mesh.registry.close()
@@ -137,7 +163,7 @@ def create_app(config: MeshConfig, on_started: OnStarted | None = None) -> Starl
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", mesh.metrics.endpoint, methods=["GET"]),
         Route("/servers/{name}/mcp", mcp_endpoint),  # taken the short way (MeshApp) unless mounted under a root_path
-        *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats, guard).routes(),
+        *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats, guard, mesh.reloader).routes(),
         *Dashboard().routes(),
     ]
     if sse is not None:

@@ -72,6 +72,19 @@ OPENAPI: dict[str, Any] = {
                 ("start", "Start a stopped or failed server"),
             )
         },
+        "/v1/reload": {
+            "post": {
+                "operationId": "reload",
+                "summary": "Read the config file again and apply what changed: added servers start, removed ones "
+                "stop, changed ones restart, unchanged ones keep their processes and sessions",
+                "responses": {
+                    "200": _json(_ref("ReloadResult"), "Applied"),
+                    "403": _json(_ref("Error"), "The request's Origin may not change the mesh"),
+                    "409": _json(_ref("Error"), "The mesh was not started from a config file"),
+                    "422": _json(_ref("ReloadResult"), "The new file is refused (`message` says why); nothing changed"),
+                },
+            }
+        },
         "/v1/servers/{name}/logs": {
             "get": {
                 "operationId": "getServerLogs",
@@ -276,6 +289,30 @@ OPENAPI: dict[str, Any] = {
                     "action": {"type": "string", "enum": ["restart", "stop", "start"]},
                     "changed": {"type": "boolean"},
                     "server": _ref("Server"),
+                },
+            },
+            "ReloadResult": {
+                "type": "object",
+                "required": ["reloaded", "added", "removed", "changed", "unchanged", "needs_restart", "failed"],
+                "properties": {
+                    "reloaded": {"type": "boolean"},
+                    "added": {"type": "array", "items": {"type": "string"}},
+                    "removed": {"type": "array", "items": {"type": "string"}},
+                    "changed": {"type": "array", "items": {"type": "string"}},
+                    "unchanged": {"type": "array", "items": {"type": "string"}},
+                    "needs_restart": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "[mesh] settings that differ and apply only after a restart",
+                    },
+                    "failed": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "servers that could not be started, and why",
+                    },
+                    "refused": {**_nullable("string"), "description": "the config error (file:line: key: problem)"},
+                    "error": {"type": "string"},
+                    "message": {"type": "string"},
                 },
             },
             "Listing": {

@@ -20,6 +20,7 @@ from mcpmesh.registry.ports import PortPool
 from mcpmesh.router.breaker import CircuitBreaker
 from mcpmesh.router.catalog import KINDS
 from mcpmesh.router.session import SessionStore
+from mcpmesh.supervision.reload import Reloader
 from mcpmesh.supervision.server import ServerBase, State
 from mcpmesh.supervision.supervisor import Supervisor
 
@@ -44,7 +45,9 @@ class Api:
         pool: PortPool,
         stats: TrafficStats,
         policy: HostOriginPolicy,
+        reloader: Reloader | None = None,
     ):
+        self.reloader = reloader  # None when the mesh was not started from a file
         self.policy = policy  # who may change the mesh (control_refusal)
         self.supervisor = supervisor
         self.store = store
@@ -58,6 +61,7 @@ class Api:
             Route("/v1/servers/{name}", self.get_server, methods=["GET"]),
             *(Route(f"/v1/servers/{{name}}/{action}", self.control, methods=["POST"]) for action in CONTROL_ACTIONS),
             Route("/v1/servers/{name}/logs", self.server_logs, methods=["GET"]),
+            Route("/v1/reload", self.reload, methods=["POST"]),
             Route("/v1/catalog/services", self.consul_services, methods=["GET"]),
             Route("/v1/health/service/{name}", self.consul_health, methods=["GET"]),
             Route("/v1/events", self.list_events, methods=["GET"]),
@@ -87,7 +91,7 @@ class Api:
         server = self.supervisor.servers.get(name)
         if server is None:
             return _not_found(f"no server named {name!r}")
-        who = f"api ({request.client.host if request.client else 'unknown client'})"
+        who = _who(request)
         try:
             if action == "stop":
                 done = await self.supervisor.stop_server(server, who)
@@ -100,6 +104,19 @@ class Api:
             return json_response({"error": "conflict", "message": str(exc)}, 409)
         body = {"action": action, "changed": done, "server": self._describe(server, _base_url(request))}
         return json_response(body, 202 if done and action != "stop" else 200)
+
+    async def reload(self, request: Request) -> Response:
+        """POST /v1/reload: read the config file again and apply what changed; 200 with what was
+        done, 422 (nothing changed) when the new file is refused, 409 when there is no file."""
+        refused = self.policy.control_refusal(request.scope)
+        if refused is not None:
+            return json_response({"error": "forbidden", "message": str(refused)}, 403)
+        if self.reloader is None:
+            return json_response({"error": "conflict", "message": "this mesh was not started from a config file"}, 409)
+        result = await self.reloader.reload(_who(request))
+        if result.refused is not None:
+            return json_response({"error": "invalid_config", "message": result.refused, **result.as_dict()}, 422)
+        return json_response(result.as_dict())
 
     async def server_logs(self, request: Request) -> Response:
         """The server's stderr lines numbered above `after` (secrets masked): follow with `next`."""
@@ -234,6 +251,11 @@ def _paging(request: Request) -> tuple[int, int] | Response:
     if not 0 <= after <= MAX_CURSOR or limit < 1:
         return _bad_request(f"after must be between 0 and {MAX_CURSOR}, and limit >= 1")
     return after, limit
+
+
+def _who(request: Request) -> str:
+    """Who asked for a change, as the event log records it."""
+    return f"api ({request.client.host if request.client else 'unknown client'})"
 
 
 def _base_url(request: Request) -> str:

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return up(args)
     if args.command in ("status", "ports"):
         return _inspect(args)
-    if args.command in CONTROL_COMMANDS:
+    if args.command in CONTROL_COMMANDS or args.command == "reload":
         return _control(args)
     # The client commands import what they need (httpx, rich, the MCP SDK) when they run, so that
     # `up` does not pay for them before it starts its servers (bench: cold start of 15 servers).
@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="json: one object per line (default: text)"
+    )
+    up.add_argument(
+        "--watch", action="store_true", help="reload whenever the config file changes (as SIGHUP or `mcpmesh reload`)"
     )
     check = sub.add_parser("check-config", help="validate a config file and exit (0 when valid)")
     check.add_argument("file")
@@ -125,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("name", help="the server's name in the config")
         command.add_argument("--config", "-c", help=FIND_HELP)
         command.add_argument("--url", help=URL_HELP)
+    reload = sub.add_parser(
+        "reload",
+        help="make the running mesh read its config file again: added servers start, removed ones stop, "
+        "changed ones restart, the others keep running (exit 1 when the new file is refused)",
+    )
+    reload.add_argument("--config", "-c", help=FIND_HELP)
+    reload.add_argument("--url", help=URL_HELP)
+    reload.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
@@ -145,11 +156,15 @@ def _locate(args: argparse.Namespace, on_disk: bool = False) -> MeshAddress | No
 
 
 def _control(args: argparse.Namespace) -> int:
-    from mcpmesh.cli.server_control import control
+    from mcpmesh.cli.server_control import control, reload
     from mcpmesh.cli.tables import console
 
     url = _mesh_url(args)
-    return 2 if url is None else control(url, args.command, args.name, console())
+    if url is None:
+        return 2
+    if args.command == "reload":
+        return reload(url, args.json, console())
+    return control(url, args.command, args.name, console())
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -10,9 +10,10 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -25,12 +26,14 @@ from mcpmesh.front.dedicated import listening_socket
 from mcpmesh.front.uvicorn_options import SERVE_WITH
 from mcpmesh.observe import logs
 from mcpmesh.registry.ports import describe_holder
+from mcpmesh.supervision.reload import Reloader, watch
 from mcpmesh.supervision.supervisor import Supervisor
 
 SETTLE_TIMEOUT = 120.0  # how long `up` waits for every server before printing where things stand
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RELOAD_SIGNAL = signal.SIGHUP  # reads the config file again (supervision/reload.py); never stops the mesh
 
 
 SHUTDOWN_GRACE = 3  # seconds uvicorn waits for open connections (SSE streams) before closing them
@@ -45,11 +48,12 @@ log = logging.getLogger("mcpmesh.up")
 
 
 class _MeshServer(uvicorn.Server):
-    """uvicorn's server with our own signal handling: SIGINT, SIGTERM and SIGHUP all start the
-    graceful stop (every server process ended), and the process then exits normally instead of
-    re-raising the signal as uvicorn does. A second signal forces the exit."""
+    """uvicorn's server with our own signal handling: SIGINT and SIGTERM start the graceful stop
+    (every server process ended), and the process then exits normally instead of re-raising the
+    signal as uvicorn does; a second signal forces the exit. SIGHUP reloads the config file."""
 
     on_stop: Callable[[], None] = staticmethod(lambda: None)
+    on_reload: Callable[[], None] = staticmethod(lambda: None)
     _ending: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -73,10 +77,11 @@ class _MeshServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        loop.add_signal_handler(RELOAD_SIGNAL, self.on_reload)
         try:
             yield
         finally:
-            for sig in STOP_SIGNALS:
+            for sig in (*STOP_SIGNALS, RELOAD_SIGNAL):
                 loop.remove_signal_handler(sig)
 
 
@@ -87,8 +92,7 @@ def up(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        config = config.model_copy(update={"mesh": config.mesh.model_copy(update=overrides)})
+    config = _with_overrides(config, overrides)
     Path(config.mesh.state_dir).mkdir(parents=True, exist_ok=True)
     try:  # before any server is spawned: a busy port is said at once, with what to change
         listener = listening_socket(config.mesh.host, config.mesh.port)
@@ -101,17 +105,23 @@ def up(args: argparse.Namespace) -> int:
         )
         return 1
 
+    def reread() -> MeshConfig:
+        return _with_overrides(load_config(args.config), overrides)
+
     async def on_started(supervisor: Supervisor) -> None:
         # What start-up built (modules, config, app, servers) lives for good: never scan it again.
         gc.collect()
         gc.freeze()
-        asyncio.get_running_loop().create_task(_report(supervisor, config))
+        _background(_report(supervisor, config))
+        if args.watch:
+            _background(watch(Path(args.config), reloader))
 
     # A person reads the text log beside the progress lines: spawns, handshakes and uvicorn's
     # start-up lines there only break them up (`mcpmesh events` has them). A collector wants all.
     level = args.log_level or ("info" if args.log_format == "json" else "warning")
     gc.set_threshold(*GC_THRESHOLDS)
-    app = create_app(config, on_started)
+    app = create_app(config, on_started, reload_from=reread)
+    reloader: Reloader = app.state.mesh.reloader
     logs.configure(args.log_format, level, app.state.mesh.redact)
     server = _MeshServer(
         uvicorn.Config(
@@ -126,13 +136,41 @@ def up(args: argparse.Namespace) -> int:
             **SERVE_WITH,
         )
     )
-    server.on_stop = lambda: app.state.mesh.supervisor.end_client_streams("mesh stopping")
+    server.on_stop = lambda: _stopping(app.state.mesh.supervisor, reloader)
+    server.on_reload = lambda: _background(reloader.reload("SIGHUP"))
     address = announce(config, args.config)  # bound: from now on the commands find this mesh
     try:
         server.run(sockets=[listener])
     finally:
         withdraw(address)
     return 0 if server.started else 1
+
+
+def _with_overrides(config: MeshConfig, overrides: Mapping[str, object]) -> MeshConfig:
+    """The config with `--host` / `--port` in place of the file's (at start-up and at every reload)."""
+    return config.model_copy(update={"mesh": config.mesh.model_copy(update=dict(overrides))}) if overrides else config
+
+
+def _stopping(supervisor: Supervisor, reloader: Reloader) -> None:
+    reloader.close()  # first: a reload under way starts nothing the stop would have to end
+    supervisor.end_client_streams("mesh stopping")
+
+
+_tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+
+def _background(work: Coroutine[Any, Any, object]) -> None:
+    """Run `work` on the loop; an error in it is logged, never left unretrieved."""
+
+    async def run() -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("background task failed")
+
+    task = asyncio.get_running_loop().create_task(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 async def _report(supervisor: Supervisor, config: MeshConfig) -> None:

@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import anyio
+import anyio.abc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from mcpmesh.registry.base import Registry
 from mcpmesh.registry.ports import PortPool
 
 LISTEN_BACKLOG = 2048
+CLOSE_GRACE = 3.0  # seconds a closing listener waits for its open connections before dropping them
 log = logging.getLogger("mcpmesh.ports")
 
 
@@ -98,31 +100,83 @@ def allocate_dedicated(
     return sockets, blocked
 
 
-@contextlib.asynccontextmanager
-async def dedicated_listeners(
-    sockets: dict[str, socket.socket],
-    mcp: StreamableHttpEndpoint,
-    sse: LegacySseEndpoint | None,
-    settings: MeshSettings,
-    instance: str,
-) -> AsyncIterator[dict[str, uvicorn.Server]]:
-    """Serve each allocated socket for its server until the block ends; yields the listeners by server."""
-    servers: dict[str, uvicorn.Server] = {}
-    try:
-        async with anyio.create_task_group() as tg:
-            for name, sock in sockets.items():
-                app = dedicated_app(name, mcp, sse, settings, instance)
-                config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **SERVE_WITH)
-                listener = servers[name] = _QuietServer(config)
-                tg.start_soon(listener.serve, [sock])  # our socket: uvicorn would sys.exit on a bind failure
-            try:
-                yield servers
-            finally:
-                for running in servers.values():
-                    running.should_exit = True
-    finally:
-        for sock in sockets.values():
+class DedicatedListeners:
+    """The listener on each server's own port: opened at start-up (and by a reload that adds a
+    server), closed by a reload that removes one."""
+
+    def __init__(
+        self, mcp: StreamableHttpEndpoint, sse: LegacySseEndpoint | None, settings: MeshSettings, instance: str
+    ):
+        self.mcp, self.sse, self.settings, self.instance = mcp, sse, settings, instance
+        self.servers: dict[str, uvicorn.Server] = {}  # by the server each one serves
+        self._sockets: dict[str, socket.socket] = {}
+        self._ended: dict[str, anyio.Event] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @contextlib.asynccontextmanager
+    async def run(self, sockets: dict[str, socket.socket]) -> AsyncIterator[DedicatedListeners]:
+        """Serve each allocated socket for its server until the block ends."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for name, sock in sockets.items():
+                    self.open(name, sock)
+                try:
+                    yield self
+                finally:
+                    self._tg = None
+                    for running in self.servers.values():
+                        running.should_exit = True
+        finally:
+            for sock in self._sockets.values():
+                sock.close()
+
+    def open(self, name: str, sock: socket.socket) -> None:
+        """Serve `name` on this listening socket (which the listener now owns)."""
+        if self._tg is None:
             sock.close()
+            return
+        app = dedicated_app(name, self.mcp, self.sse, self.settings, self.instance)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **SERVE_WITH)
+        listener = self.servers[name] = _QuietServer(config)
+        self._sockets[name] = sock
+        ended = self._ended[name] = anyio.Event()
+
+        async def serve() -> None:
+            try:
+                await listener.serve([sock])  # our socket: uvicorn would sys.exit on a bind failure
+            finally:
+                ended.set()
+
+        self._tg.start_soon(serve)
+
+    async def close(self, name: str) -> None:
+        """Stop listening on `name`'s port (its sessions were ended first, so streams are closed)."""
+        listener = self.servers.pop(name, None)
+        if listener is None:
+            return
+        listener.should_exit = True
+        with anyio.move_on_after(CLOSE_GRACE):
+            await self._ended[name].wait()
+        listener.force_exit = True
+        await self._ended.pop(name).wait()
+        self._sockets.pop(name).close()
+
+    async def follow(self, name: str, wanted: bool, pool: PortPool, registry: Registry) -> str | None:
+        """After a reload: give `name` its own port, or take it back (it then rests in the pool for
+        the grace period, as any released port); why it cannot have one, if so."""
+        if not wanted:
+            await self.close(name)
+            port = pool.release(name)
+            if port is not None:
+                registry.append("port_released", name, port=port)
+            return None
+        if name in self.servers:
+            return None
+        sockets, blocked = allocate_dedicated([name], self.settings.host, pool, registry)
+        for held, sock in sockets.items():
+            self.open(held, sock)
+        return blocked.get(name)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
-from mcpmesh.config import MeshConfig
+from mcpmesh.config import MeshConfig, ServerConfig
 from mcpmesh.errors import ServerBlocked
 from mcpmesh.router.session import SessionStore
 from mcpmesh.supervision.per_session import PerSessionServer
@@ -25,10 +25,8 @@ class Supervisor:
     def __init__(self, config: MeshConfig, store: SessionStore, reporting: Reporting):
         self.config = config
         self.store = store
-        self.servers: dict[str, ServerBase] = {
-            name: (SharedServer if cfg.sharing == "shared" else PerSessionServer)(name, cfg, store, reporting)
-            for name, cfg in config.servers.items()
-        }
+        self.reporting = reporting
+        self.servers: dict[str, ServerBase] = {name: self._build(name, cfg) for name, cfg in config.servers.items()}
         self.blocked: dict[str, str] = {}  # servers that may not run, and why (e.g. no dedicated port)
         self._tg: anyio.abc.TaskGroup | None = None
         self._control = anyio.Lock()  # one start/stop/restart at a time
@@ -50,9 +48,13 @@ class Supervisor:
             try:
                 yield self
             finally:
+                self._tg = None
                 self.end_client_streams("mesh stopping")
                 tg.cancel_scope.cancel()
-                self._tg = None
+
+    def _build(self, name: str, cfg: ServerConfig) -> ServerBase:
+        kind = SharedServer if cfg.sharing == "shared" else PerSessionServer
+        return kind(name, cfg, self.store, self.reporting)
 
     # -- operator control (the /v1 API and `mcpmesh restart`) -----------------------------------
     async def stop_server(self, server: ServerBase, why: str) -> bool:
@@ -84,6 +86,26 @@ class Supervisor:
             server.restart_reasons["requested"] += 1
             await self._start(server)
 
+    # -- reload (reload.py decides what changed) ------------------------------------------------
+    async def retire(self, name: str, why: str) -> None:
+        """Stop a server for good and forget it: its sessions end, its URLs answer 404."""
+        async with self._control:
+            server = self.servers[name]
+            await self._stop(server, f"removed by {why}", end_sessions=True)
+            del self.servers[name]
+            self.blocked.pop(name, None)
+
+    async def enlist(self, name: str, cfg: ServerConfig, blocked: str | None = None) -> ServerBase:
+        """Add a server and start it, or mark it failed with `blocked`, the reason it may not run."""
+        async with self._control:
+            server = self.servers[name] = self._build(name, cfg)
+            if blocked is not None:
+                self.blocked[name] = blocked
+                server.set_state(State.FAILED, blocked)
+            else:
+                await self._start(server)
+            return server
+
     async def _stop(self, server: ServerBase, reason: str, *, end_sessions: bool) -> None:
         if end_sessions:
             server.end_sessions(reason)
@@ -93,7 +115,8 @@ class Supervisor:
     async def _start(self, server: ServerBase) -> None:
         if server.name in self.blocked:
             raise ServerBlocked(f"server {server.name!r} cannot run: {self.blocked[server.name]}")
-        assert self._tg is not None, "the supervisor is not running"
+        if self._tg is None:  # the mesh stopped (or is stopping): nothing starts again
+            raise ServerBlocked(f"server {server.name!r} cannot start: the mesh is not running")
         server.set_state(State.STARTING, "start requested")
         await self._tg.start(server.supervise)
 
