@@ -74,9 +74,10 @@ class Mesh:
         self.reloader: Reloader | None = None  # when the mesh was started from a file it can read again
 
     def _idle_timeout_of(self, server: str) -> float:
-        """A session-mode session holds a process of its own: it ends sooner when idle."""
-        settings, own = self.config.mesh, self.config.servers.get(server)
-        if own is not None and own.sharing == "session":
+        """A session-mode session holds a process of its own: it ends sooner when idle. (The server
+        as it runs now: a reload may have changed its sharing.)"""
+        settings, own = self.config.mesh, self.supervisor.servers.get(server)
+        if own is not None and own.config.sharing == "session":
             return min(settings.session_idle_timeout, settings.session_process_idle_timeout)
         return settings.session_idle_timeout
 

@@ -240,6 +240,7 @@ OPENAPI: dict[str, Any] = {
                     "prompts": _nullable("integer"),
                     "resources": _nullable("integer"),
                     "urls": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "enabled": {"type": "boolean", "description": "false: switched off in the config, never started"},
                     "sessions": {"type": "integer"},
                     "active_sessions": {
                         "type": "integer",

@@ -145,6 +145,7 @@ class Api:
             "uptime": round(time.time() - server.since, 3) if server.state == State.HEALTHY else None,
             "restarts": server.restarts,
             "sharing": server.config.sharing,
+            "enabled": server.config.enabled,
             "era": upstream.era if upstream is not None else None,
             "server_info": upstream.server_info if upstream is not None else None,
             **{kind: len(listings[kind].names) if kind in listings else None for kind in KINDS},

@@ -150,7 +150,10 @@ def _locate(args: argparse.Namespace, on_disk: bool = False) -> MeshAddress | No
 
     try:
         return locate(getattr(args, "url", None), args.config, Path.cwd(), on_disk=on_disk)
-    except (ConfigError, MeshNotFound) as exc:
+    except ConfigError as exc:
+        print(f"error: {exc} (or give the mesh's --url)", file=sys.stderr)
+        return None
+    except MeshNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
 

@@ -48,7 +48,7 @@ def status(base_url: str, as_json: bool, console: Console) -> int:
         console.print_json(json.dumps(servers))
     else:
         console.print(_servers_table(servers))
-    return 0 if all(s["state"] == "healthy" for s in servers) else 1
+    return 0 if all(s["state"] == "healthy" for s in servers if s.get("enabled", True)) else 1
 
 
 def _servers_table(servers: list[dict[str, Any]]) -> Table:

@@ -74,6 +74,9 @@ class Validator:
     # -- one server ----------------------------------------------------------------------------
     async def _server(self, http: httpx.AsyncClient, server: dict[str, Any]) -> None:
         name, state = server["name"], server["state"]
+        if not server.get("enabled", True):
+            self.add(name, "state", "registry", True, f"{state} ({server['reason']}): switched off, serves nothing")
+            return
         if state == "stopped":
             allowed = "allowed by --allow-stopped" if self.allow_stopped else "--allow-stopped accepts it"
             detail = f"stopped ({server['reason']}): serves nothing; {allowed}"
