@@ -19,6 +19,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from mcpmesh.cli.connections import atomic_write
 from mcpmesh.cli.main import main
 from tests.cli.test_stdio_bridge import answer_sampling
 from tests.conftest import RunningMesh, everything_server, running_mesh, time_server
@@ -185,3 +186,16 @@ async def test_desktops_entry_runs_the_bridge_for_the_sdk_stdio_client(home: Pat
                     assert "sampled [Resource trigger-sampling-request context: from desktop]" in json.dumps(
                         [c.model_dump() for c in reply.content]
                     )
+
+
+def test_a_symlinked_config_is_written_where_it_points_and_keeps_its_mode(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "mcp.json"
+    real.parent.mkdir()
+    real.write_text("{}")
+    real.chmod(0o640)
+    link = tmp_path / "mcp.json"
+    link.symlink_to(real)
+    atomic_write(link, '{"mcpServers": {}}\n')
+    assert link.is_symlink() and real.read_text() == '{"mcpServers": {}}\n'
+    assert real.stat().st_mode & 0o777 == 0o640
+    assert listing(real.parent) == ["mcp.json"]  # no temporary file left beside it

@@ -68,6 +68,9 @@ async def test_a_garbage_line_gets_a_parse_error_on_stdout_and_the_bridge_carrie
             await proc.stdin.send(b"this is not json\n")
             error = json.loads(await read_line(proc))
             assert error["id"] is None and error["error"]["code"] == -32700, error
+            await proc.stdin.send(b"x" * (16 * 1024 * 1024 + 1) + b"\n")  # past the bridge's line cap
+            too_long = json.loads(await read_line(proc))
+            assert too_long["error"]["code"] == -32700 and "longer than" in too_long["error"]["message"], too_long
             await proc.stdin.send(b'["not", "messages"]\n')
             invalid = json.loads(await read_line(proc))
             assert invalid["error"]["code"] == -32600, invalid
@@ -90,6 +93,40 @@ async def test_sigterm_ends_the_session_and_the_bridge() -> None:
             proc.send_signal(signal.SIGTERM)
             assert await proc.wait() == 0
         await wait_for_no_sessions(mesh)
+
+
+async def test_a_request_the_server_cannot_answer_gets_a_json_rpc_error() -> None:
+    async with await open_bridge("http://127.0.0.1:9/mcp") as proc:  # nothing listens on the discard port
+        assert proc.stdin
+        with anyio.fail_after(30):
+            await proc.stdin.send(json.dumps(INITIALIZE).encode() + b"\n")
+            error = json.loads(await read_line(proc))
+            assert error["id"] == 1 and error["error"]["code"] == -32603, error
+            assert "127.0.0.1:9" in error["error"]["message"]
+            await proc.stdin.aclose()
+            assert await proc.wait() == 0
+
+
+async def test_what_the_server_sends_outside_any_request_comes_through_the_get_stream() -> None:
+    """server-everything's simulated logging sends a message every 5 s, after the call that started
+    it was answered: only the GET stream the bridge opened can carry it."""
+    async with (
+        running_mesh({"everything": {**everything_server(), "sharing": "session"}}) as mesh,
+        await open_bridge(mesh.url("everything")) as proc,
+    ):
+        assert proc.stdin
+        with anyio.fail_after(30):
+            for message in (
+                INITIALIZE,
+                {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "toggle-simulated-logging"}},
+            ):
+                await proc.stdin.send(json.dumps(message).encode() + b"\n")
+            while json.loads(await read_line(proc)).get("id") != 2:
+                pass
+            while (later := json.loads(await read_line(proc))).get("method") != "notifications/message":
+                pass
+            assert "level" in later["params"], later
 
 
 async def open_bridge(url: str) -> anyio.abc.Process:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ def connect(base_url: str, client_name: str | None, *, dry_run: bool, workspace:
     try:
         servers = mesh_servers(base_url)
     except httpx.HTTPError as exc:
-        print(f"error: cannot ask the mesh at {base_url} for its servers: {exc}")
+        print(f"error: cannot ask the mesh at {base_url} for its servers: {exc}", file=sys.stderr)
         return 2
     connections = Connections.load()
     worst = 0

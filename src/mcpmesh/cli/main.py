@@ -132,7 +132,7 @@ def _connect(args: argparse.Namespace) -> int:
     from mcpmesh.cli.connect import connect, disconnect
 
     if (args.client is None) == (not args.all):
-        print("error: name a client or give --all, not both", file=sys.stderr)
+        print("error: name one client, or give --all (not both)", file=sys.stderr)
         return 2
     if args.command == "disconnect":
         return disconnect(args.client, dry_run=args.dry_run, workspace=args.workspace)

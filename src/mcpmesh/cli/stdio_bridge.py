@@ -46,6 +46,7 @@ NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "ur
 def stdio(url: str) -> int:
     """Bridge stdin/stdout to `url` until stdin ends or SIGTERM/SIGINT arrives; 0 when it ended so."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mcpmesh stdio: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would drown what matters
     if not url.startswith(("http://", "https://")):
         log.error("%s is not an http(s) URL", url)
         return 2
@@ -81,7 +82,7 @@ def _read_stdin(fd: int, send: MemoryObjectSendStream[bytes | None], token: Any)
             while (end := pending.find(b"\n", scanned)) >= 0:
                 line, pending, scanned = bytes(pending[: end + 1]), pending[end + 1 :], 0
                 if not skipping:
-                    anyio.from_thread.run(send.send, line, token=token)
+                    anyio.from_thread.run(send.send, line if len(line) <= MAX_LINE + 1 else None, token=token)
                 skipping = False
             if len(pending) > MAX_LINE:
                 if not skipping:
@@ -116,14 +117,15 @@ class Bridge:
         self._answered = anyio.Event()
 
     async def relay(self, lines: MemoryObjectReceiveStream[bytes | None]) -> None:
-        """Send every stdin message on; requests run side by side, while a notification or an
-        answer is sent before the next line is read, so `initialized` precedes what follows it."""
+        """Send every stdin message on; requests run side by side, while `initialize` (which makes
+        the session), a notification or an answer is sent before the next line is read, so nothing
+        overtakes what the client sent before it."""
         async with anyio.create_task_group() as requests:
             async for line in lines:
                 message = self._decode(line)
                 if message is None:
                     continue
-                if _requests_in(message):
+                if _requests_in(message) and not _is_initialize(message):
                     requests.start_soon(self._request, message)
                 else:
                     await self._post(message)
@@ -260,6 +262,10 @@ class Bridge:
         for one in message if isinstance(message, list) else [message]:
             if jsonrpc.is_request(one):
                 self._emit(orjson.dumps(jsonrpc.error(one["id"], InternalError.code, f"mcpmesh stdio: {problem}")))
+
+
+def _is_initialize(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("method") == "initialize"
 
 
 def _requests_in(message: Any) -> bool:
