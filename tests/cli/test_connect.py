@@ -153,14 +153,19 @@ async def test_workspace_vscode_and_all_reach_only_the_clients_found(home: Path)
     async with running_mesh({"time": time_server()}) as mesh:
         assert await mcpmesh("connect", "vscode", "--workspace", "--url", mesh.base_url) == 0
         assert json.loads((project / ".vscode" / "mcp.json").read_text())["servers"]["time"]["type"] == "http"
+        assert await mcpmesh("connect", "cursor", "--workspace", "--url", mesh.base_url) == 0
+        assert json.loads((project / ".cursor" / "mcp.json").read_text())["mcpServers"]["time"] == {
+            "url": mesh.url("time")
+        }
         assert await mcpmesh("connect", "--all", "--url", mesh.base_url) == 0
         cursor = json.loads((home / ".cursor" / "mcp.json").read_text())
         assert cursor == {"mcpServers": {"time": {"url": mesh.url("time")}}}
         assert listing(home) == [".cursor", ".local", "project"]  # no other client's file
         assert await mcpmesh("disconnect", "--all") == 0
         assert await mcpmesh("disconnect", "vscode", "--workspace") == 0
+        assert await mcpmesh("disconnect", "cursor", "--workspace") == 0
     assert listing(home / ".cursor") == []
-    assert not (project / ".vscode").exists()
+    assert listing(project) == []  # both project files, and the folders made for them, are gone
 
 
 async def test_desktops_entry_runs_the_bridge_for_the_sdk_stdio_client(home: Path) -> None:
