@@ -54,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mcpmesh.cli.import_configs import import_configs
 
         return import_configs(args)
+    if args.command == "stdio":
+        from mcpmesh.cli.stdio_bridge import stdio
+
+        return stdio(args.url)
+    if args.command in ("connect", "disconnect"):
+        return _connect(args)
     _parser().print_help()
     return 2
 
@@ -136,7 +142,44 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument("--config", "-c", help=FIND_HELP)
     reload.add_argument("--url", help=URL_HELP)
     reload.add_argument("--json", action="store_true", help="print the result as JSON")
+    _connect_parsers(sub)
+    bridge = sub.add_parser(
+        "stdio", help="bridge stdin/stdout to one Streamable HTTP URL (for clients that speak only stdio)"
+    )
+    bridge.add_argument("url", help="a server's MCP URL, e.g. http://127.0.0.1:11090/servers/time/mcp")
     return parser
+
+
+def _connect_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mcpmesh.cli.client_configs import CLIENTS
+
+    texts = {
+        "connect": "point an MCP client at every mesh server (its own CLI where installed, else its config file)",
+        "disconnect": "remove from an MCP client exactly what `connect` added",
+    }
+    for action, text in texts.items():
+        command = sub.add_parser(action, help=text)
+        command.add_argument("client", nargs="?", choices=sorted(CLIENTS), help="the client")
+        command.add_argument("--all", action="store_true", help="every client found on this machine")
+        command.add_argument("--dry-run", action="store_true", help="print the change and write nothing")
+        command.add_argument(
+            "--workspace", action="store_true", help="cursor, vscode: the project's file here instead of the user's"
+        )
+        if action == "connect":  # disconnect needs no mesh: what connect added is on record
+            command.add_argument("--config", "-c", help=FIND_HELP)
+            command.add_argument("--url", help=URL_HELP)
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from mcpmesh.cli.connect import connect, disconnect
+
+    if (args.client is None) == (not args.all):
+        print("error: name one client, or give --all (not both)", file=sys.stderr)
+        return 2
+    if args.command == "disconnect":
+        return disconnect(args.client, dry_run=args.dry_run, workspace=args.workspace)
+    url = _mesh_url(args)
+    return 2 if url is None else connect(url, args.client, dry_run=args.dry_run, workspace=args.workspace)
 
 
 def _mesh_url(args: argparse.Namespace) -> str | None:
