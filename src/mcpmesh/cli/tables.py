@@ -45,17 +45,21 @@ def mesh_url(config: MeshConfig) -> str:
 
 
 def status(base_url: str, as_json: bool, console: Console) -> int:
-    """Print every server's observed state; 0 when all are healthy, 1 otherwise, 2 if unreachable."""
+    """Print every server's observed state (and the registry's, when degraded); 0 when all are
+    healthy and the registry keeps up, 1 otherwise, 2 if unreachable."""
     try:
-        servers = httpx.get(f"{base_url}/v1/servers", timeout=10).raise_for_status().json()["servers"]
+        body = httpx.get(f"{base_url}/v1/servers", timeout=10).raise_for_status().json()
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach the mesh at {base_url}: {exc}[/red]")
         return 2
+    servers, registry = body["servers"], body.get("registry") or {}
     if as_json:
         console.print_json(json.dumps(servers))
     else:
         console.print(_servers_table(servers))
-    return 0 if all(s["state"] == "healthy" for s in servers) else 1
+        if registry.get("state") == "degraded":  # serving from memory: said under the table
+            console.print(f"[yellow]{registry['reason']}[/yellow]", soft_wrap=True)
+    return 0 if all(s["state"] == "healthy" for s in servers) and registry.get("state") != "degraded" else 1
 
 
 def _servers_table(servers: list[dict[str, Any]]) -> Table:

@@ -11,7 +11,6 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -19,7 +18,7 @@ import uvicorn
 from mcpmesh.app import create_app
 from mcpmesh.cli.up_progress import show_progress
 from mcpmesh.config import MeshConfig, load_config
-from mcpmesh.errors import ConfigError
+from mcpmesh.errors import ConfigError, RegistryUnusable
 from mcpmesh.front.dedicated import listening_socket
 from mcpmesh.front.uvicorn_options import SERVE_WITH
 from mcpmesh.observe import logs
@@ -88,7 +87,6 @@ def up(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         config = config.model_copy(update={"mesh": config.mesh.model_copy(update=overrides)})
-    Path(config.mesh.state_dir).mkdir(parents=True, exist_ok=True)
     try:  # before any server is spawned: a busy port is said at once, with what to change
         listener = listening_socket(config.mesh.host, config.mesh.port)
     except OSError as exc:
@@ -107,7 +105,12 @@ def up(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().create_task(_report(supervisor, config))
 
     gc.set_threshold(*GC_THRESHOLDS)
-    app = create_app(config, on_started)
+    try:  # opens the registry (creating state_dir): a corrupt or unwritable one is said in one line
+        app = create_app(config, on_started)
+    except RegistryUnusable as exc:
+        listener.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logs.configure(args.log_format, args.log_level, app.state.mesh.redact)
     server = _MeshServer(
         uvicorn.Config(
