@@ -6,14 +6,16 @@ space is back the registry catches up with what happened meanwhile."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -21,6 +23,7 @@ import mcp
 import pytest
 
 from mcpmesh.supervision.server import State
+from tests.cli.test_shutdown import EXIT_BOUND, free_port
 from tests.conftest import PYTHON, RunningMesh, running_mesh, time_server
 
 pytestmark = pytest.mark.anyio
@@ -181,12 +184,49 @@ async def test_a_full_disk_degrades_the_mesh_and_freeing_space_lets_it_catch_up(
             await check_caught_up(mesh, calls)
 
 
-def _up_config(tmp_path: Path, port: int, server: dict[str, Any]) -> Path:
+def until(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait (bounded) for `check`, failing at once if mcpmesh exited meanwhile."""
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        assert proc.poll() is None, f"mcpmesh exited early:\n{log.read_text()}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+def test_sigterm_stops_mcpmesh_up_while_a_lock_holds_its_registry(tmp_path: Path) -> None:
+    port, server = free_port(), time_server()
     config = tmp_path / "mcpmesh.toml"
-    args = ", ".join(f'"{a}"' for a in server["args"])
     config.write_text(
-        f'[mesh]\nport = {port}\nstate_dir = "{tmp_path / "state"}"\n\n'
-        f'[servers.time]\ncommand = "{server["command"]}"\nargs = [{args}]\nenv = {{ TZ = "UTC" }}\n',
+        f'[mesh]\nport = {port}\nstate_dir = "{tmp_path / "state"}"\n\n[servers.time]\n'
+        f'command = "{server["command"]}"\nargs = {json.dumps(server["args"])}\nenv = {{ TZ = "UTC" }}\n',
         encoding="utf-8",
     )
-    return config
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([PYTHON, "-m", "mcpmesh", "up", "--config", str(config)], stdout=err, stderr=err)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready(status: int) -> Callable[[], bool]:
+        def check() -> bool:
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(f"{base}/readyz", timeout=10).status_code == status
+            return False
+
+        return check
+
+    try:
+        until(ready(200), "ready", proc, log)
+        with lock_held(tmp_path / "state" / "registry.sqlite3"):
+            assert httpx.post(f"{base}/v1/servers/time/restart", timeout=30).status_code == 202
+            until(ready(503), "/readyz 503 while the registry is locked", proc, log)
+            assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=EXIT_BOUND) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    said = log.read_text()
+    assert "Traceback" not in said, said
+    assert "registry: database is locked" in said and "writes unwritten" in said, said
