@@ -22,6 +22,9 @@ import httpx
 import mcp
 import pytest
 
+from mcpmesh.registry.ports import PortPool, PortRange
+from mcpmesh.registry.resilient import ResilientRegistry
+from mcpmesh.registry.sqlite import SqliteRegistry
 from mcpmesh.supervision.server import State
 from tests.cli.test_shutdown import EXIT_BOUND, free_port
 from tests.conftest import PYTHON, RunningMesh, running_mesh, time_server
@@ -230,3 +233,70 @@ def test_sigterm_stops_mcpmesh_up_while_a_lock_holds_its_registry(tmp_path: Path
     said = log.read_text()
     assert "Traceback" not in said, said
     assert "registry: database is locked" in said and "writes unwritten" in said, said
+
+
+# -- the queue itself, over a real SQLite file and a lock another process holds ----------------
+SPAN = PortRange(23140, 23149)  # this file's own range (test_registry.py uses 23100-23119)
+
+
+def caught_up(registry: ResilientRegistry) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while registry.health().degraded:
+        if time.monotonic() > deadline:
+            pytest.fail(f"never caught up: {registry.health()}")
+        time.sleep(0.05)
+
+
+def test_ports_handed_out_while_the_registry_is_locked_are_distinct_and_written_later(tmp_path: Path) -> None:
+    db = tmp_path / "registry.sqlite3"
+    registry = ResilientRegistry(SqliteRegistry(db))
+    pool = PortPool(registry, SPAN, "127.0.0.1")
+    first = pool.allocate("a")
+    with lock_held(db):
+        assert pool.release("a") == first  # now resting: nobody else may have it for the grace period
+        others = [pool.allocate(name) for name in ("b", "c", "d")]
+        assert registry.health().degraded and registry.health().pending == 4
+        assert [(x.holder, x.state) for x in registry.store.leases()] == [("a", "held")]  # nothing written yet
+        again = pool.allocate("a")  # its own port back, from what waits in memory
+        seen = {(x.port, x.holder, x.state) for x in registry.leases()}
+    assert again == first and len({first, *others}) == 4
+    caught_up(registry)
+    assert {(x.port, x.holder, x.state) for x in registry.store.leases()} == seen
+    assert {x.holder for x in registry.store.leases() if x.state == "held"} == {"a", "b", "c", "d"}
+    registry.close()
+
+
+def test_a_full_queue_drops_the_oldest_tool_calls_first_and_keeps_ports_and_server_states(tmp_path: Path) -> None:
+    db = tmp_path / "registry.sqlite3"
+    registry = ResilientRegistry(SqliteRegistry(db), limit=50)
+    with lock_held(db):
+        registry.hold(23140, "a")
+        registry.append("state_changed", "a", state="failed", reason="x")
+        registry.append_many([("tool_call", "a", time.time(), {"n": n}) for n in range(100)])  # one audit batch
+        for n in range(100, 200):
+            registry.append("tool_call", "a", n=n)
+        registry.append("state_changed", "a", state="healthy", reason="ok")
+        health = registry.health()
+        assert health.pending <= 50 and health.pending + health.dropped == 203
+    caught_up(registry)
+    events = registry.store.events(0, 1000)
+    assert [e.detail["state"] for e in events if e.kind == "state_changed"] == ["failed", "healthy"]
+    calls = [e.detail["n"] for e in events if e.kind == "tool_call"]
+    assert calls == list(range(200 - len(calls), 200)) and len(calls) == 203 - health.dropped - 3
+    assert [(x.port, x.holder, x.state) for x in registry.store.leases()] == [(23140, "a", "held")]
+    registry.close()
+
+
+def test_server_events_are_dropped_only_when_the_queue_holds_nothing_else(tmp_path: Path) -> None:
+    db = tmp_path / "registry.sqlite3"
+    registry = ResilientRegistry(SqliteRegistry(db), limit=10)
+    with lock_held(db):
+        registry.hold(23141, "a")
+        for n in range(30):
+            registry.append("state_changed", "a", state="restarting", reason=str(n))
+        assert registry.health().pending <= 10 and registry.health().dropped == 31 - registry.health().pending
+    caught_up(registry)
+    reasons = [int(e.detail["reason"]) for e in registry.store.events(0, 1000)]
+    assert reasons == list(range(30 - len(reasons), 30))  # the newest kept
+    assert [(x.port, x.holder) for x in registry.store.leases()] == [(23141, "a")]  # a port is never dropped
+    registry.close()
