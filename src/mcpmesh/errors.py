@@ -216,7 +216,7 @@ class RegistryError(MeshError):
     """The registry file cannot be used; `path` names it."""
 
     def __init__(self, path: str, problem: str):
-        super().__init__(problem)
+        super().__init__(f"{path}: {problem}")
         self.path, self.problem = path, problem
 
 

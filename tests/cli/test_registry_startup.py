@@ -4,6 +4,7 @@ exits 2, spawns no server and prints no traceback: a corrupt file, a read-only s
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,6 +47,15 @@ def test_a_corrupt_registry_file_is_one_line_naming_it_and_what_to_do(tmp_path: 
     expected = f"error: {registry} is not a SQLite database (file is not a database): move it aside (or delete it)"
     assert_one_line_error(done, marker, expected + " to start afresh")
     assert registry.read_bytes().startswith(b"\x13\x37 not a database ")  # left as it was, for the operator
+    ports = subprocess.run(
+        [sys.executable, "-m", "mcpmesh", "ports", "--config", str(tmp_path / "mcpmesh.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "300"},  # the line unfolded
+    )
+    assert ports.returncode == 2 and "Traceback" not in ports.stderr, ports.stderr
+    assert ports.stdout.strip().splitlines() == [expected + " to start afresh"]
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mcpmesh.config import MeshConfig
+from mcpmesh.errors import RegistryError
 from mcpmesh.registry.sqlite import SqliteRegistry
 
 STATE_STYLE = {
@@ -88,11 +89,15 @@ def ports(config: MeshConfig, as_json: bool, console: Console) -> int:
     if not path.exists():
         console.print(f"no registry at {path} yet: the mesh has not run with this state_dir")
         return 0
-    registry = SqliteRegistry(path)
     try:
-        leases = registry.leases()
-    finally:
-        registry.close()
+        registry = SqliteRegistry(path)
+        try:
+            leases = registry.leases()
+        finally:
+            registry.close()
+    except RegistryError as exc:  # corrupt, unreadable: one line, as `up` says it
+        console.print(f"[red]error: {exc}[/red]", soft_wrap=True)
+        return 2
     if as_json:
         rows = [{"port": x.port, "holder": x.holder, "state": x.state, "since": x.since} for x in leases]
         console.print_json(json.dumps({"range": config.mesh.ports, "ports": rows}))

@@ -208,9 +208,12 @@ class ResilientRegistry:
             getattr(self.store, batch[0].op)(*batch[0].args)
 
     # -- reads: what is stored, with what is queued on top -------------------------------------
+    # What waits is taken before the file is read: a write the retrier makes in between is then
+    # seen twice (each is a "set", so replaying it changes nothing), never missed.
     def leases(self) -> list[PortLease]:
+        pending = self._pending("hold", "release")
         rows = {lease.port: lease for lease in self.store.leases()}
-        for write in self._pending("hold", "release"):
+        for write in pending:
             if write.op == "hold":
                 port, holder, at = write.args
                 for other in [p for p, x in rows.items() if x.holder == holder and x.state == "held" and p != port]:
@@ -226,8 +229,9 @@ class ResilientRegistry:
         return [rows[port] for port in sorted(rows)]
 
     def listings(self, server: str) -> dict[str, Listing]:
+        pending = self._pending("put_listing")
         stored = self.store.listings(server)
-        for write in self._pending("put_listing"):
+        for write in pending:
             if write.args[0] == server:
                 stored[write.args[1].kind] = write.args[1]
         return stored
