@@ -28,6 +28,7 @@ from mcpmesh.observe.redact import Redactor, secrets_of
 from mcpmesh.observe.stats import TrafficStats
 from mcpmesh.registry.base import Listing
 from mcpmesh.registry.ports import PortPool
+from mcpmesh.registry.resilient import ResilientRegistry
 from mcpmesh.registry.sqlite import SqliteRegistry
 from mcpmesh.router.catalog import difference
 from mcpmesh.router.session import ClientSession, SessionStore
@@ -48,7 +49,8 @@ class Mesh:
     def __init__(self, config: MeshConfig):
         settings = config.mesh
         self.config = config
-        self.registry = SqliteRegistry(Path(settings.state_dir) / REGISTRY_FILE)
+        # Raises RegistryUnusable (a corrupt or unwritable file) at once; later failures degrade.
+        self.registry = ResilientRegistry(SqliteRegistry(Path(settings.state_dir) / REGISTRY_FILE))
         self.pool = PortPool(self.registry, settings.port_range, settings.host, settings.port_release_grace)
         self.redact = Redactor.from_config(config)
         self.metrics = MeshMetrics(config.servers)
@@ -68,7 +70,7 @@ class Mesh:
             observers=(self.metrics, self.audit, self.stats),
         )
         self.supervisor = Supervisor(config, self.store, reporting)
-        self.metrics.watch(self.supervisor, self.store, self.pool)
+        self.metrics.watch(self.supervisor, self.store, self.pool, self.registry.health)
         self.instance = secrets.token_hex(6)  # tells this mesh from another one answering on a port
         self.dedicated: dict[str, uvicorn.Server] = {}  # the listener on each server's own port
         self.reloader: Reloader | None = None  # when the mesh was started from a file it can read again
@@ -146,17 +148,21 @@ def create_app(
             mesh.registry.close()
 
     async def readyz(request: Request) -> Response:
-        """200 only when every enabled server not marked optional is healthy."""
+        """200 only when every enabled server not marked optional is healthy and the registry keeps up."""
         servers = mesh.supervisor.servers
         awaited = {n: s for n, s in servers.items() if s.config.enabled and not s.config.optional}
         waiting = {n: s.state.value for n, s in awaited.items() if s.state != State.HEALTHY}
-        body = {"ready": not waiting, "servers": {n: s.state.value for n, s in servers.items()}}
-        return json_response(body, 503 if waiting else 200)
+        registry = mesh.registry.health()
+        ready = not waiting and not registry.degraded
+        body = {"ready": ready, "servers": {n: s.state.value for n, s in servers.items()}, "registry": registry.reason}
+        return json_response(body, 200 if ready else 503)
 
     async def healthz(request: Request) -> Response:
+        """200 while the process serves, whatever its servers and registry go through."""
         servers = {name: s.state.value for name, s in mesh.supervisor.servers.items()}
+        registry = "degraded" if mesh.registry.health().degraded else "ok"
         body = {"status": "ok", "mesh": mesh.instance, "sessions": len(mesh.store), "servers": servers}
-        return json_response(body)
+        return json_response({**body, "registry": registry})
 
     guard = HostOriginPolicy.of(settings)
     routes = [
@@ -164,7 +170,16 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", mesh.metrics.endpoint, methods=["GET"]),
         Route("/servers/{name}/mcp", mcp_endpoint),  # taken the short way (MeshApp) unless mounted under a root_path
-        *Api(mesh.supervisor, mesh.store, mesh.registry, mesh.pool, mesh.stats, guard, mesh.reloader).routes(),
+        *Api(
+            mesh.supervisor,
+            mesh.store,
+            mesh.registry,
+            mesh.pool,
+            mesh.stats,
+            guard,
+            reloader=mesh.reloader,
+            registry_health=mesh.registry.health,
+        ).routes(),
         *Dashboard().routes(),
     ]
     if sse is not None:

@@ -35,6 +35,9 @@ MeshError
 │       └── ListRefused      the server answered a list request with an error
 ├── StateRejected            a requestState is forged, tampered with, expired or someone else's
 ├── PortPoolExhausted        no port of the dedicated-port range can be handed out
+├── RegistryError            the registry (state_dir's SQLite file) cannot be used
+│   ├── RegistryUnusable     at start: corrupt, unreadable or unwritable (`up` says so in one line, exit 2)
+│   └── RegistryUnavailable  a write failed now (locked, disk full, I/O error): the mesh degrades and retries
 ├── ServerBlocked            an operator asked to start a server that cannot run
 ├── SpawnError               a server process could not be started
 │   └── CommandNotFound      its command does not exist or may not be run: not retried
@@ -208,6 +211,29 @@ class StateRejected(MeshError):
 
 class PortPoolExhausted(MeshError):
     """No port of the range can be handed out."""
+
+
+class RegistryError(MeshError):
+    """The registry file cannot be used; `path` names it."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+class RegistryUnusable(RegistryError):
+    """At start the registry file cannot be opened, read or written: the message is the one line
+    `mcpmesh up` prints, naming the file, what is wrong and what to do."""
+
+    def __init__(self, path: str, problem: str, remedy: str):
+        super().__init__(path, problem)
+        self.remedy = remedy
+        self.args = (f"{path} {problem}: {remedy}",)
+
+
+class RegistryUnavailable(RegistryError):
+    """A read or write failed for now (locked past the busy timeout, disk full, I/O error, read-only);
+    `problem` is SQLite's or the OS's own words."""
 
 
 class ServerBlocked(MeshError):

@@ -38,8 +38,11 @@ OPENAPI: dict[str, Any] = {
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["servers"],
-                            "properties": {"servers": {"type": "array", "items": _ref("Server")}},
+                            "required": ["servers", "registry"],
+                            "properties": {
+                                "servers": {"type": "array", "items": _ref("Server")},
+                                "registry": _ref("RegistryHealth"),
+                            },
                         }
                     )
                 },
@@ -207,6 +210,18 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["error", "message"],
                 "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "RegistryHealth": {
+                "type": "object",
+                "description": "degraded while writes wait to be made (the mesh serves from memory meanwhile)",
+                "required": ["state", "reason", "pending", "write_failures", "dropped"],
+                "properties": {
+                    "state": {"type": "string", "enum": ["ok", "degraded"]},
+                    "reason": {**_nullable("string"), "description": "what failed, the file, and how many wait"},
+                    "pending": {"type": "integer", "description": "writes waiting (each event counts)"},
+                    "write_failures": {"type": "integer", "description": "failed write attempts since start"},
+                    "dropped": {"type": "integer", "description": "queued events given up to bound the queue"},
+                },
             },
             "Server": {
                 "type": "object",

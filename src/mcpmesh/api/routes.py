@@ -4,6 +4,7 @@ in its own shape and in the shape Consul's catalog and health endpoints use."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from mcpmesh.front.security import HostOriginPolicy
 from mcpmesh.observe.stats import RECENT, STEP, WINDOW, TrafficStats
 from mcpmesh.registry.base import Registry
 from mcpmesh.registry.ports import PortPool
+from mcpmesh.registry.resilient import RegistryHealth
 from mcpmesh.router.breaker import CircuitBreaker
 from mcpmesh.router.catalog import KINDS
 from mcpmesh.router.session import SessionStore
@@ -46,9 +48,11 @@ class Api:
         stats: TrafficStats,
         policy: HostOriginPolicy,
         reloader: Reloader | None = None,
+        registry_health: Callable[[], RegistryHealth] | None = None,
     ):
         self.reloader = reloader  # None when the mesh was not started from a file
         self.policy = policy  # who may change the mesh (control_refusal)
+        self.registry_health = registry_health
         self.supervisor = supervisor
         self.store = store
         self.registry = registry
@@ -73,7 +77,17 @@ class Api:
     # -- the mesh's own shape ----------------------------------------------------------------
     async def list_servers(self, request: Request) -> Response:
         base = _base_url(request)
-        return json_response({"servers": [self._describe(s, base) for s in self.supervisor.servers.values()]})
+        servers = [self._describe(s, base) for s in self.supervisor.servers.values()]
+        return json_response({"servers": servers, "registry": self._registry()})
+
+    def _registry(self) -> dict[str, Any]:
+        """The registry's state: `degraded` (with the reason) while writes wait to be made."""
+        health = self.registry_health() if self.registry_health is not None else None
+        if health is None:
+            return {"state": "ok", "reason": None, "pending": 0, "write_failures": 0, "dropped": 0}
+        state = "degraded" if health.degraded else "ok"
+        counts = {"pending": health.pending, "write_failures": health.write_failures, "dropped": health.dropped}
+        return {"state": state, "reason": health.reason, **counts}
 
     async def get_server(self, request: Request) -> Response:
         server = self.supervisor.servers.get(request.path_params["name"])

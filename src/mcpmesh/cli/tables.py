@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mcpmesh.cli.locate import MeshAddress
+from mcpmesh.errors import RegistryError
 from mcpmesh.registry.sqlite import SqliteRegistry
 
 STATE_STYLE = {
@@ -38,17 +39,22 @@ def console() -> Console:
 
 
 def status(base_url: str, as_json: bool, console: Console) -> int:
-    """Print every server's observed state; 0 when all are healthy, 1 otherwise, 2 if unreachable."""
+    """Print every server's observed state (and the registry's, when degraded); 0 when all are
+    healthy and the registry keeps up, 1 otherwise, 2 if unreachable."""
     try:
-        servers = httpx.get(f"{base_url}/v1/servers", timeout=10).raise_for_status().json()["servers"]
+        body = httpx.get(f"{base_url}/v1/servers", timeout=10).raise_for_status().json()
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach the mesh at {base_url}: {exc}[/red]")
         return 2
+    servers, registry = body["servers"], body.get("registry") or {}
     if as_json:
         console.print_json(json.dumps(servers))
     else:
         console.print(_servers_table(servers))
-    return 0 if all(s["state"] == "healthy" for s in servers if s.get("enabled", True)) else 1
+        if registry.get("state") == "degraded":  # serving from memory: said under the table
+            console.print(f"[yellow]{registry['reason']}[/yellow]", soft_wrap=True)
+    healthy = all(s["state"] == "healthy" for s in servers if s.get("enabled", True))
+    return 0 if healthy and registry.get("state") != "degraded" else 1
 
 
 def _servers_table(servers: list[dict[str, Any]]) -> Table:
@@ -84,11 +90,15 @@ def ports(mesh: MeshAddress, as_json: bool, console: Console) -> int:
     if not path.exists():
         console.print(f"no registry at {path} yet: the mesh has not run with this state_dir")
         return 0
-    registry = SqliteRegistry(path)
     try:
-        leases = registry.leases()
-    finally:
-        registry.close()
+        registry = SqliteRegistry(path)
+        try:
+            leases = registry.leases()
+        finally:
+            registry.close()
+    except RegistryError as exc:  # corrupt, unreadable: one line, as `up` says it
+        console.print(f"[red]error: {exc}[/red]", soft_wrap=True)
+        return 2
     if as_json:
         rows = [{"port": x.port, "holder": x.holder, "state": x.state, "since": x.since} for x in leases]
         console.print_json(json.dumps({"range": mesh.ports, "ports": rows}))

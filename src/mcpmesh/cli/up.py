@@ -21,7 +21,7 @@ from mcpmesh.app import create_app
 from mcpmesh.cli.locate import announce, base_url, withdraw
 from mcpmesh.cli.up_progress import show_progress
 from mcpmesh.config import MeshConfig, load_config
-from mcpmesh.errors import ConfigError
+from mcpmesh.errors import ConfigError, RegistryUnusable
 from mcpmesh.front.dedicated import listening_socket
 from mcpmesh.front.uvicorn_options import SERVE_WITH
 from mcpmesh.observe import logs
@@ -93,7 +93,6 @@ def up(args: argparse.Namespace) -> int:
         return 1
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = _with_overrides(config, overrides)
-    Path(config.mesh.state_dir).mkdir(parents=True, exist_ok=True)
     try:  # before any server is spawned: a busy port is said at once, with what to change
         listener = listening_socket(config.mesh.host, config.mesh.port)
     except OSError as exc:
@@ -120,7 +119,12 @@ def up(args: argparse.Namespace) -> int:
     # start-up lines there only break them up (`mcpmesh events` has them). A collector wants all.
     level = args.log_level or ("info" if args.log_format == "json" else "warning")
     gc.set_threshold(*GC_THRESHOLDS)
-    app = create_app(config, on_started, reload_from=reread)
+    try:  # opens the registry (creating state_dir): a corrupt or unwritable one is said in one line
+        app = create_app(config, on_started, reload_from=reread)
+    except RegistryUnusable as exc:
+        listener.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     reloader: Reloader = app.state.mesh.reloader
     logs.configure(args.log_format, level, app.state.mesh.redact)
     server = _MeshServer(

@@ -16,6 +16,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const view = {
   instance: null, // the mesh answering; a new one restarts its counters and log numbering
   servers: [],
+  registry: null, // /v1/servers' registry: degraded while its writes wait in memory
   stats: {},
   ports: null,
   events: [],
@@ -153,6 +154,7 @@ async function refresh() {
     pages("/v1/events", "events", view.eventsNext),
   ]);
   view.servers = servers.servers;
+  view.registry = servers.registry || null;
   view.stats = stats.servers;
   view.ports = ports;
   view.events = view.events.concat(events).slice(-MAX_EVENTS);
@@ -304,6 +306,10 @@ function renderSummary() {
   parts.push(h("span", { class: "sep", text: "|" }));
   parts.push(h("span", {}, h("span", { class: "figure", text: sessions }), " sessions"));
   parts.push(h("span", {}, h("span", { class: "figure", text: fmtRate(rate) }), " req/s"));
+  if (view.registry && view.registry.state === "degraded") {
+    // The mesh serves from memory meanwhile: said, not hidden (the reason names the file and the backlog).
+    parts.push(h("span", { id: "registry", class: "pill", "data-state": "degraded", text: view.registry.reason }));
+  }
   $("summary").replaceChildren(...parts);
 }
 

@@ -10,7 +10,7 @@ import re
 import time
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import accumulate
 from typing import Any
 
@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcpmesh.registry.ports import PortPool
+from mcpmesh.registry.resilient import RegistryHealth
 from mcpmesh.router.session import IDLE_TIMEOUT, Call, ClientSession, SessionStore
 from mcpmesh.supervision.server import State
 from mcpmesh.supervision.supervisor import Supervisor
@@ -92,9 +93,17 @@ class MeshMetrics:
                 counter.labels(name)
         r.register(self.calls)
 
-    def watch(self, supervisor: Supervisor, store: SessionStore, pool: PortPool) -> None:
-        """Also export, at every scrape, what the running mesh's servers, sessions and ports say."""
+    def watch(
+        self,
+        supervisor: Supervisor,
+        store: SessionStore,
+        pool: PortPool,
+        registry_health: Callable[[], RegistryHealth] | None = None,
+    ) -> None:
+        """Also export, at every scrape, what the running mesh's servers, sessions, ports and registry say."""
         self.registry.register(_LiveCollector(supervisor, store, pool, self.clients))
+        if registry_health is not None:
+            self.registry.register(_RegistryCollector(registry_health))
 
     # -- CallObserver ------------------------------------------------------------------------
     def call_started(self, server: str, call: Call) -> None:
@@ -230,3 +239,31 @@ class _LiveCollector(Collector):
         for labels, count in sorted(counts.items()):
             family.add_metric(list(labels), count)
         return family
+
+
+class _RegistryCollector(Collector):
+    """Whether the registry keeps up (ResilientRegistry.health), read at scrape time."""
+
+    def __init__(self, health: Callable[[], RegistryHealth]):
+        self.health = health
+
+    def collect(self) -> Iterable[Metric]:
+        health = self.health()
+        yield GaugeMetricFamily(
+            "mcpmesh_registry_degraded",
+            "1 while registry writes fail and wait in memory to be retried",
+            value=1.0 if health.degraded else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "mcpmesh_registry_pending_writes",
+            "Registry writes waiting to be made (each event counts)",
+            value=health.pending,
+        )
+        yield CounterMetricFamily(
+            "mcpmesh_registry_write_failures", "Registry write attempts that failed", value=health.write_failures
+        )
+        yield CounterMetricFamily(
+            "mcpmesh_registry_dropped_writes",
+            "Queued registry events given up to keep the queue bounded",
+            value=health.dropped,
+        )
