@@ -235,6 +235,20 @@ OPENAPI: dict[str, Any] = {
                             "refused": {"type": "integer"},
                         },
                     },
+                    "processes": {
+                        "type": "object",
+                        "nullable": True,
+                        "description": "A local server's processes: `live` now, `in_use` by a session or a "
+                        "2026-07-28 request (the warm spare is live but not in use), its `max` (max_processes), "
+                        "and the sessions and requests `refused` at that cap since the mesh started",
+                        "required": ["live", "in_use", "max", "refused"],
+                        "properties": {
+                            "live": {"type": "integer"},
+                            "in_use": {"type": "integer"},
+                            "max": {"type": "integer"},
+                            "refused": {"type": "integer"},
+                        },
+                    },
                 },
             },
             "ServerDetail": {

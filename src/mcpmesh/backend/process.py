@@ -14,6 +14,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 from mcpmesh.errors import CommandNotFound, ServerNotReading, SpawnError
 
@@ -111,15 +112,17 @@ class ChildProcess:
         *,
         redact: Callable[[str], str] = str,
         on_stderr: StderrSink | None = None,
+        on_exit: Callable[[int], None] | None = None,
     ) -> ChildProcess:
         """Start the server. `redact` masks secrets in its stderr lines before they are kept or
-        logged; `on_stderr` also receives every (masked) line."""
+        logged; `on_stderr` also receives every (masked) line; `on_exit` gets its pid the moment it
+        exits (from the event loop, whether anyone awaits it or not)."""
         program = resolve_command(command, env)
         marker = f"{name}:{secrets.token_hex(8)}"
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.subprocess_exec(
-                lambda: _ExitAwareProtocol(READ_CHUNK, loop),
+                lambda: _ExitAwareProtocol(READ_CHUNK, loop, on_exit),
                 program,
                 *args,
                 stdin=asyncio.subprocess.PIPE,
@@ -309,13 +312,21 @@ class _Budget:
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     """asyncio's subprocess protocol, plus an event set the moment the process exits."""
 
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop):
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int], None] | None = None):
         super().__init__(limit=limit, loop=loop)
         self.exited = asyncio.Event()
+        self._on_exit = on_exit
+        self._pid = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._pid = cast(asyncio.SubprocessTransport, transport).get_pid()  # uvloop's is no subclass
 
     def process_exited(self) -> None:
         super().process_exited()
         self.exited.set()
+        if self._on_exit is not None:
+            self._on_exit(self._pid)
 
 
 def describe_exit(code: int) -> str:

@@ -28,6 +28,7 @@ from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.outcomes import CallObserver
 from mcpmesh.router.session import Call, ClientSession, SessionStore
+from mcpmesh.supervision.process_cap import ProcessGate
 from mcpmesh.supervision.stderr_log import StderrLog
 
 EXIT_READ_GRACE = 1.0  # after exit, stdout already written is still delivered for this long
@@ -96,6 +97,7 @@ class ServerBase:
         self._restart_cause = "exited"  # why the current process is ending, as a metric label
         self.traffic = Traffic()  # bytes to and from every process of this server
         self.stderr = StderrLog()  # every process's stderr lines, numbered (`mcpmesh logs`)
+        self.gate = ProcessGate(name, config.max_processes if config.command is not None else None)
         self._ended_dropped: Counter[str] = Counter()  # stdout lines dropped by processes already gone
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -199,16 +201,26 @@ class ServerBase:
             return await transport.connect(self.name, cfg)
         assert cfg.command is not None  # the config has exactly one of command and url
         env = child_environment(cfg.env, cfg.inherit_env)
-        return await ChildProcess.spawn(
-            self.name,
-            cfg.command,
-            cfg.args,
-            env,
-            cfg.cwd,
-            cfg.max_line_bytes,
-            redact=self.reporting.redact,
-            on_stderr=self.stderr.append,
-        )
+        await self.gate.admit()  # waits while the server has max_processes processes
+        try:
+            child = await ChildProcess.spawn(
+                self.name,
+                cfg.command,
+                cfg.args,
+                env,
+                cfg.cwd,
+                cfg.max_line_bytes,
+                redact=self.reporting.redact,
+                on_stderr=self.stderr.append,
+                on_exit=self._process_exited,
+            )
+        except BaseException:
+            self.gate.exited()
+            raise
+        return child
+
+    def _process_exited(self, pid: int) -> None:
+        self.gate.exited(pid)
 
     async def _serve_until_exit(
         self, child: Connection, upstream: Upstream, on_ready: Callable[[], Awaitable[None]]
