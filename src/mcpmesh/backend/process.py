@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import secrets
@@ -43,6 +45,8 @@ STDERR_LOG_RATE = 50.0  # stderr lines per second a server may put into the mesh
 STDERR_LOG_BURST = 200  # a chatty server cannot flood the log; the rest is counted, and kept in its tail
 
 StderrSink = Callable[[int, str], None]  # (pid, line) for every stderr line, after redaction
+
+PR_SET_PDEATHSIG = 1  # from linux/prctl.h
 
 HELD_WRITES_CAP = 64 * 1024  # stdin bytes held back to join one write; asyncio's high-water mark
 INPUT_BACKLOG_CAP = 16 * 1024 * 1024  # stdin bytes written and not taken yet: past this the server is not reading
@@ -131,6 +135,7 @@ class ChildProcess:
                 env={**env, MARKER_VARIABLE: marker},
                 cwd=cwd,
                 start_new_session=True,  # own process group: the stop sequence reaches wrappers' children
+                preexec_fn=_die_with(os.getpid()),
             )
         except OSError as exc:
             raise SpawnError(f"cannot start {program}: {exc.strerror or exc}") from exc
@@ -327,6 +332,35 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
         self.exited.set()
         if self._on_exit is not None:
             self._on_exit(self._pid)
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """On Linux, what the child runs between fork and exec so that the kernel SIGKILLs it when
+    the mesh dies, even by kill -9 (none elsewhere). The signal follows the forking thread, which
+    is the event loop's (asyncio forks there), and no grandchild inherits it: the start-up sweep
+    (supervision/orphans.py) reaps those."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+
+    def preexec() -> None:  # runs in the forked child: kept to the two calls it needs
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the mesh died between fork and prctl: nobody is left to kill us
+            os._exit(1)
+
+    return preexec
+
+
+@functools.cache
+def _prctl() -> Callable[[int, int], int] | None:
+    """libc's prctl, loaded once before any fork (loading it in the child could deadlock)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
 
 
 def describe_exit(code: int) -> str:

@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.outcomes import CallObserver
 from mcpmesh.router.session import Call, ClientSession, SessionStore
+from mcpmesh.supervision.orphans import ProcessLedger
 from mcpmesh.supervision.process_cap import ProcessGate
 from mcpmesh.supervision.stderr_log import StderrLog
 
@@ -58,6 +59,7 @@ class Reporting:
     save_listing: Callable[[str, Listing], None] = lambda server, listing: None  # (server, list as read)
     redact: Callable[[str], str] = str  # masks configured secrets in what is recorded
     observers: Sequence[CallObserver] = ()  # told of every call to any of its processes
+    ledger: ProcessLedger = field(default_factory=ProcessLedger)  # marks and journals every process spawned
 
 
 class State(StrEnum):
@@ -200,7 +202,7 @@ class ServerBase:
             transport = LegacySseConnection if cfg.transport == "sse" else StreamableHttpConnection
             return await transport.connect(self.name, cfg)
         assert cfg.command is not None  # the config has exactly one of command and url
-        env = child_environment(cfg.env, cfg.inherit_env)
+        env = {**child_environment(cfg.env, cfg.inherit_env), **self.reporting.ledger.environment}
         await self.gate.admit()  # waits while the server has max_processes processes
         try:
             child = await ChildProcess.spawn(
@@ -217,10 +219,12 @@ class ServerBase:
         except BaseException:
             self.gate.exited()
             raise
+        self.reporting.ledger.started(child.pid)
         return child
 
     def _process_exited(self, pid: int) -> None:
         self.gate.exited(pid)
+        self.reporting.ledger.ended(pid)
 
     async def _serve_until_exit(
         self, child: Connection, upstream: Upstream, on_ready: Callable[[], Awaitable[None]]
