@@ -162,6 +162,9 @@ def test_after_kill_9_children_die_with_the_mesh_and_the_next_start_reaps_the_gr
         assert len(direct) == 4 and sorted(p.comm for p in grandchildren) == ["sleep", "sleep"], seen
         marker = Owner(state_id(tmp_path / "state"), first.proc.pid, as_proc(first.proc.pid).start).marker
         assert sorted(carrying(marker)) == sorted(seen)  # every process it started carries its marker
+        (journal,) = (tmp_path / "state" / JOURNAL_DIR).iterdir()  # and it journalled their process groups
+        assert journal.name.startswith(f"{first.proc.pid}-")
+        assert {int(line.split()[1]) for line in journal.read_text().splitlines()} == {p.pid for p in direct}
         foreign = sleeper(Owner(state_id(tmp_path / "elsewhere"), dead_pid(), 1).marker)
         sleepers.append(foreign)
 
@@ -187,6 +190,7 @@ def test_after_kill_9_children_die_with_the_mesh_and_the_next_start_reaps_the_gr
 
         second.proc.send_signal(signal.SIGTERM)
         assert second.proc.wait(EXIT_BOUND) == 0, second.log()
+        assert list((tmp_path / "state" / JOURNAL_DIR).iterdir()) == []  # it stopped its own: nothing to sweep
     finally:  # a failed test must not leave a mesh or its servers behind
         for mesh in meshes:
             if mesh.proc.poll() is None:
