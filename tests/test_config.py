@@ -167,6 +167,8 @@ def test_claude_code_mcp_json_without_json_suffix_is_detected(tmp_path: Path) ->
         ("i.toml", '[servers.x]\nurl = "ftp://e.com/mcp"\n', "servers.x.url", 2, "http:// or https://"),
         ("j.toml", '[servers.x]\ncommand = "a"\ntransport = "sse"\n', "servers.x.transport", 3, "only to remote"),
         ("k.toml", '[servers.x]\nurl = "https://u:p@e.com/"\n', "servers.x.url", 2, "put them in `headers`"),
+        ("o.toml", '[servers.x]\nurl = "https://e.com/"\nmax_processes = 4\n', "servers.x.max_processes", 3, "local"),
+        ("p.toml", '[servers.x]\ncommand = "a"\nmax_processes = 0\n', "servers.x.max_processes", 3, "greater than"),
         ("l.json", '{"mcpServers": {"r": {"type": "ws", "url": "wss://e.com"}}}', "mcpServers.r.type", None, "unknown"),
         (
             "m.toml",

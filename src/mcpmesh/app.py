@@ -32,6 +32,7 @@ from mcpmesh.registry.resilient import ResilientRegistry
 from mcpmesh.registry.sqlite import SqliteRegistry
 from mcpmesh.router.catalog import difference
 from mcpmesh.router.session import ClientSession, SessionStore
+from mcpmesh.supervision.orphans import ProcessLedger, sweep
 from mcpmesh.supervision.reload import Reloader
 from mcpmesh.supervision.server import Reporting, State
 from mcpmesh.supervision.supervisor import Supervisor
@@ -63,11 +64,13 @@ class Mesh:
             idle_timeout_of=self._idle_timeout_of,
             shortest_idle_timeout=settings.session_process_idle_timeout,
         )
+        self.ledger = ProcessLedger(Path(settings.state_dir))
         reporting = Reporting(
             events=self.registry.append,
             save_listing=self._save_listing,
             redact=self.redact,
             observers=(self.metrics, self.audit, self.stats),
+            ledger=self.ledger,
         )
         self.supervisor = Supervisor(config, self.store, reporting)
         self.metrics.watch(self.supervisor, self.store, self.pool, self.registry.health)
@@ -90,6 +93,11 @@ class Mesh:
             return  # the same content as last time (e.g. before the mesh restarted): keep when it was first seen
         self.registry.put_listing(server, listing)
         self.registry.append("catalog_changed", server, **difference(before, listing))
+
+    async def reap_orphans(self) -> None:
+        """Before any server starts: end what a mesh on this state_dir, killed with -9, left running."""
+        for leftover in await sweep(Path(self.config.mesh.state_dir), self.redact):
+            self.registry.append("orphan_reaped", leftover.server, pid=leftover.pid, command=leftover.command)
 
     def _session_event(self, kind: str, session: ClientSession, reason: str) -> None:
         self.metrics.session_event(kind, session, reason)
@@ -125,6 +133,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await mesh.reap_orphans()
         dedicated = {name for name in config.servers if config.wants_dedicated_port(name)}
         for holder, port in mesh.pool.release_all_but(dedicated):
             mesh.registry.append("port_released", holder, port=port)
@@ -144,6 +153,7 @@ def create_app(
                     if mesh.reloader is not None:
                         mesh.reloader.close()
         finally:
+            mesh.ledger.close()  # every process was stopped: none is left for the next start to reap
             mesh.registry.trim_events(settings.event_retention)
             mesh.registry.close()
 

@@ -85,6 +85,9 @@ class ServerConfig(_Strict):
     enabled: bool = Field(True, description="false: listed as stopped and not started (until `mcpmesh start`)")
     breaker_threshold: int = Field(5, ge=1, description="client requests timing out in a row that open the circuit")
     breaker_cooldown: float = Field(30.0, gt=0, description="seconds an open circuit refuses requests before a trial")
+    max_processes: int = Field(
+        32, ge=1, description="processes it may have at once (session mode: one per session and 2026-07-28 request)"
+    )
 
     @field_validator("env")
     @classmethod
@@ -129,6 +132,8 @@ class ServerConfig(_Strict):
             for key in ("transport", "headers"):
                 if key in self.model_fields_set:
                     raise _at(key, "applies only to remote (`url`) servers")
+        elif "max_processes" in self.model_fields_set:
+            raise _at("max_processes", "applies only to local (`command`) servers: a remote one has no processes")
         if self.enabled:  # a missing variable is an error at startup, not at first use; none for a server off
             self._check_references()
         return self

@@ -32,6 +32,7 @@ MeshError
 │       │   └── ServerNotReading  its input backs up: the server stopped reading it
 │       ├── BackendUnavailable  not running (starting, restarting, failed)
 │       ├── CircuitOpen      refused at once while the process's circuit is open
+│       ├── TooManyProcesses -32054, HTTP 503: each process it may have (`max_processes`) is in use
 │       └── ListRefused      the server answered a list request with an error
 ├── StateRejected            a requestState is forged, tampered with, expired or someone else's
 ├── PortPoolExhausted        no port of the dedicated-port range can be handed out
@@ -199,6 +200,12 @@ class CircuitOpen(BackendError):
     """The server's process kept failing requests: they are refused at once until a trial succeeds."""
 
     code = -32053
+
+
+class TooManyProcesses(BackendError):
+    """Every process the server may have (`max_processes`) serves a session or a request already."""
+
+    code, status = -32054, 503
 
 
 class ListRefused(BackendError):

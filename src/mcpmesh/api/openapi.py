@@ -279,6 +279,21 @@ OPENAPI: dict[str, Any] = {
                             "refused": {"type": "integer"},
                         },
                     },
+                    "processes": {
+                        "type": "object",
+                        "nullable": True,
+                        "description": "A local server's processes: `live` now; `in_use`, those a session-mode "
+                        "server has given to a session or a 2026-07-28 request (its warm spare is live, not in use; "
+                        "a shared server's one process is given to nobody: 0); its `max` (max_processes); and the "
+                        "sessions and requests `refused` at that cap since the mesh started",
+                        "required": ["live", "in_use", "max", "refused"],
+                        "properties": {
+                            "live": {"type": "integer"},
+                            "in_use": {"type": "integer"},
+                            "max": {"type": "integer"},
+                            "refused": {"type": "integer"},
+                        },
+                    },
                 },
             },
             "ServerDetail": {

@@ -22,6 +22,7 @@ from mcpmesh.registry.resilient import RegistryHealth
 from mcpmesh.router.breaker import CircuitBreaker
 from mcpmesh.router.catalog import KINDS
 from mcpmesh.router.session import SessionStore
+from mcpmesh.supervision.process_cap import ProcessGate
 from mcpmesh.supervision.reload import Reloader
 from mcpmesh.supervision.server import ServerBase, State
 from mcpmesh.supervision.supervisor import Supervisor
@@ -170,6 +171,7 @@ class Api:
             "last_error": server.last_error,
             "last_error_at": server.last_error_at,
             "circuit": _circuit(server.circuit),
+            "processes": _processes(server.gate),
         }
         if detail:
             described["catalog"] = {
@@ -289,6 +291,12 @@ def _circuit(breaker: CircuitBreaker | None) -> dict[str, Any] | None:
     if breaker is None:
         return None
     return {"state": breaker.state.value, "failures": breaker.failures, "refused": breaker.refused}
+
+
+def _processes(gate: ProcessGate) -> dict[str, int] | None:
+    if gate.cap is None:  # a remote server has none
+        return None
+    return {"live": gate.live, "in_use": gate.claimed, "max": gate.cap, "refused": gate.refused}
 
 
 def _not_found(message: str) -> Response:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import secrets
@@ -14,6 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 from mcpmesh.errors import CommandNotFound, ServerNotReading, SpawnError
 
@@ -42,6 +45,8 @@ STDERR_LOG_RATE = 50.0  # stderr lines per second a server may put into the mesh
 STDERR_LOG_BURST = 200  # a chatty server cannot flood the log; the rest is counted, and kept in its tail
 
 StderrSink = Callable[[int, str], None]  # (pid, line) for every stderr line, after redaction
+
+PR_SET_PDEATHSIG = 1  # from linux/prctl.h
 
 HELD_WRITES_CAP = 64 * 1024  # stdin bytes held back to join one write; asyncio's high-water mark
 INPUT_BACKLOG_CAP = 16 * 1024 * 1024  # stdin bytes written and not taken yet: past this the server is not reading
@@ -111,15 +116,17 @@ class ChildProcess:
         *,
         redact: Callable[[str], str] = str,
         on_stderr: StderrSink | None = None,
+        on_exit: Callable[[int], None] | None = None,
     ) -> ChildProcess:
         """Start the server. `redact` masks secrets in its stderr lines before they are kept or
-        logged; `on_stderr` also receives every (masked) line."""
+        logged; `on_stderr` also receives every (masked) line; `on_exit` gets its pid the moment it
+        exits (from the event loop, whether anyone awaits it or not)."""
         program = resolve_command(command, env)
         marker = f"{name}:{secrets.token_hex(8)}"
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.subprocess_exec(
-                lambda: _ExitAwareProtocol(READ_CHUNK, loop),
+                lambda: _ExitAwareProtocol(READ_CHUNK, loop, on_exit),
                 program,
                 *args,
                 stdin=asyncio.subprocess.PIPE,
@@ -128,6 +135,7 @@ class ChildProcess:
                 env={**env, MARKER_VARIABLE: marker},
                 cwd=cwd,
                 start_new_session=True,  # own process group: the stop sequence reaches wrappers' children
+                preexec_fn=_die_with(os.getpid()),
             )
         except OSError as exc:
             raise SpawnError(f"cannot start {program}: {exc.strerror or exc}") from exc
@@ -309,13 +317,50 @@ class _Budget:
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     """asyncio's subprocess protocol, plus an event set the moment the process exits."""
 
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop):
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int], None] | None = None):
         super().__init__(limit=limit, loop=loop)
         self.exited = asyncio.Event()
+        self._on_exit = on_exit
+        self._pid = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._pid = cast(asyncio.SubprocessTransport, transport).get_pid()  # uvloop's is no subclass
 
     def process_exited(self) -> None:
         super().process_exited()
         self.exited.set()
+        if self._on_exit is not None:
+            self._on_exit(self._pid)
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """On Linux, what the child runs between fork and exec so that the kernel SIGKILLs it when
+    the mesh dies, even by kill -9 (none elsewhere). The signal follows the forking thread, which
+    is the event loop's (asyncio forks there), and no grandchild inherits it: the start-up sweep
+    (supervision/orphans.py) reaps those."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+
+    def preexec() -> None:  # runs in the forked child: kept to the two calls it needs
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the mesh died between fork and prctl: nobody is left to kill us
+            os._exit(1)
+
+    return preexec
+
+
+@functools.cache
+def _prctl() -> Callable[[int, int], int] | None:
+    """libc's prctl, loaded once before any fork (loading it in the child could deadlock)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
 
 
 def describe_exit(code: int) -> str:

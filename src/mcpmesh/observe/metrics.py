@@ -208,6 +208,13 @@ class _LiveCollector(Collector):
         received = CounterMetricFamily(
             "mcpmesh_server_bytes_received", "Bytes read from the server (lines with their newline)", labels=["server"]
         )
+        processes = GaugeMetricFamily("mcpmesh_server_processes", "A local server's processes now", labels=["server"])
+        cap = GaugeMetricFamily("mcpmesh_server_max_processes", "A local server's max_processes", labels=["server"])
+        refused = CounterMetricFamily(
+            "mcpmesh_server_processes_refused",
+            "Sessions and 2026-07-28 requests refused because every process the server may have was in use",
+            labels=["server"],
+        )
         for server in servers:
             for value in State:
                 state.add_metric([server.name, value.value], 1.0 if server.state == value else 0.0)
@@ -221,7 +228,11 @@ class _LiveCollector(Collector):
                 dropped.add_metric([server.name, reason], count)
             sent.add_metric([server.name], server.traffic.sent)
             received.add_metric([server.name], server.traffic.received)
-        yield from (state, restarts, circuit, dropped, sent, received)
+            if server.gate.cap is not None:  # a remote server has no processes
+                processes.add_metric([server.name], server.gate.live)
+                cap.add_metric([server.name], server.gate.cap)
+                refused.add_metric([server.name], server.gate.refused)
+        yield from (state, restarts, circuit, dropped, sent, received, processes, cap, refused)
         yield self._sessions()
         size, used = self.pool.usage()
         yield GaugeMetricFamily("mcpmesh_port_pool_size", "Ports in the dedicated-port range", value=size)

@@ -21,6 +21,7 @@ from mcpmesh.errors import (
     MethodNotFound,
     MissingCapability,
     ParseError,
+    TooManyProcesses,
     UnsupportedVersion,
 )
 from mcpmesh.jsonrpc import Message, params_of
@@ -58,6 +59,7 @@ _STATUS_BY_CODE = {
     MissingCapability.code: 400,
     UnsupportedVersion.code: 400,
     MethodNotFound.code: 404,
+    TooManyProcesses.code: 503,  # as the handshake era's refusals at a cap are
 }
 
 

@@ -21,6 +21,7 @@ from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.session import Call, ClientSession, SessionStore
 from mcpmesh.supervision.probes import UNHEALTHY_AFTER, probe_method, probes
+from mcpmesh.supervision.process_cap import Claim
 from mcpmesh.supervision.server import EXIT_READ_GRACE, Reporting, ServerBase, State, ended_reason, log, not_retried
 
 
@@ -30,6 +31,7 @@ class Spare:
 
     def __init__(self, child: Connection, upstream: Upstream, mux: Multiplexer):
         self.child, self.upstream, self.mux = child, upstream, mux
+        self.claim: Claim | None = None  # the session's or request's, once one takes it
 
 
 class PerSessionServer(ServerBase):
@@ -162,8 +164,12 @@ class PerSessionServer(ServerBase):
         session_id = self.store.new_id()
         spare = await self._take_spare()
         session = self._new_session(session_id, msg, spare.mux, relay_to)
-        spare.mux.on_detach = lambda _session: self.spawn(spare.child.stop)
-        self.store.add(session)
+        spare.mux.on_detach = lambda _session: self._give_back(spare)
+        try:
+            self.store.add(session)
+        except BaseException:  # e.g. the session cap, reached meanwhile: the process is not kept for nobody
+            self._give_back(spare)
+            raise
         spare.mux.join(session)
         if spare.upstream.era == "modern":
             return session, result(msg["id"], spare.mux.initialize_result(params_of(msg)))
@@ -181,22 +187,41 @@ class PerSessionServer(ServerBase):
                 if handle is not None and handle in mux.inputs.waiting:
                     return mux
         spare = await self._take_spare()
-        if spare.upstream.era != "modern":
-            try:
+        try:
+            if spare.upstream.era != "modern":
                 await spare.upstream.initialize(self.config.startup_timeout, capabilities, client_info or GATEWAY_INFO)
-            except MeshError:
-                self.spawn(spare.child.stop)
-                raise
-        if not self._tools_read:  # a 2026-07-28 tools/call is checked against the tools' annotations
-            self._tools_read = True
-            await spare.mux.catalog.refresh(spare.upstream, announce=False, kinds=["tools"])
-        spare.mux.on_idle = lambda: self.spawn(spare.child.stop)
+            if not self._tools_read:  # a 2026-07-28 tools/call is checked against the tools' annotations
+                self._tools_read = True
+                await spare.mux.catalog.refresh(spare.upstream, announce=False, kinds=["tools"])
+        except BaseException:  # the request gets the error; its process is not kept for nobody
+            self._give_back(spare)
+            raise
+        spare.mux.on_idle = lambda: self._give_back(spare)
         self.request_routers.add(spare.mux)
         return spare.mux
 
     async def _take_spare(self) -> Spare:
+        """The warm spare, claimed for one session or request (TooManyProcesses, at once, when
+        every process the server may have is claimed already)."""
         if self.state in (State.FAILED, State.STOPPED):
             raise BackendUnavailable(f"server {self.name!r} is unavailable: {self.reason}")
+        claim = self.gate.claim()
+        try:
+            spare = await self._next_spare()
+        except BaseException:
+            claim.release()
+            raise
+        claim.hold(spare.child.pid)
+        spare.claim = claim
+        return spare
+
+    def _give_back(self, spare: Spare) -> None:
+        """Its session or request is done: stop its process, and let another claim its place."""
+        if spare.claim is not None:
+            spare.claim.release()
+        self.spawn(spare.child.stop)
+
+    async def _next_spare(self) -> Spare:
         with anyio.move_on_after(self.config.startup_timeout):
             while True:
                 spare = await self._spares_out.receive()

@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -28,6 +28,8 @@ from mcpmesh.router.multiplexer import Multiplexer
 from mcpmesh.router.outbox import Outbox
 from mcpmesh.router.outcomes import CallObserver
 from mcpmesh.router.session import Call, ClientSession, SessionStore
+from mcpmesh.supervision.orphans import ProcessLedger
+from mcpmesh.supervision.process_cap import ProcessGate
 from mcpmesh.supervision.stderr_log import StderrLog
 
 EXIT_READ_GRACE = 1.0  # after exit, stdout already written is still delivered for this long
@@ -57,6 +59,7 @@ class Reporting:
     save_listing: Callable[[str, Listing], None] = lambda server, listing: None  # (server, list as read)
     redact: Callable[[str], str] = str  # masks configured secrets in what is recorded
     observers: Sequence[CallObserver] = ()  # told of every call to any of its processes
+    ledger: ProcessLedger = field(default_factory=ProcessLedger)  # marks and journals every process spawned
 
 
 class State(StrEnum):
@@ -96,6 +99,7 @@ class ServerBase:
         self._restart_cause = "exited"  # why the current process is ending, as a metric label
         self.traffic = Traffic()  # bytes to and from every process of this server
         self.stderr = StderrLog()  # every process's stderr lines, numbered (`mcpmesh logs`)
+        self.gate = ProcessGate(name, config.max_processes if config.command is not None else None)
         self._ended_dropped: Counter[str] = Counter()  # stdout lines dropped by processes already gone
         self.changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -200,19 +204,31 @@ class ServerBase:
             return await transport.connect(self.name, cfg)
         assert cfg.command is not None  # the config has exactly one of command and url
         try:
-            env = child_environment(expand_env(cfg.env), cfg.inherit_env)
+            env = {**child_environment(expand_env(cfg.env), cfg.inherit_env), **self.reporting.ledger.environment}
         except KeyError as exc:  # checked at load, unless the server was disabled then
             raise SpawnError(f"cannot start {self.name}: environment variable {exc.args[0]} is not set") from None
-        return await ChildProcess.spawn(
-            self.name,
-            cfg.command,
-            cfg.args,
-            env,
-            cfg.cwd,
-            cfg.max_line_bytes,
-            redact=self.reporting.redact,
-            on_stderr=self.stderr.append,
-        )
+        await self.gate.admit()  # waits while the server has max_processes processes
+        try:
+            child = await ChildProcess.spawn(
+                self.name,
+                cfg.command,
+                cfg.args,
+                env,
+                cfg.cwd,
+                cfg.max_line_bytes,
+                redact=self.reporting.redact,
+                on_stderr=self.stderr.append,
+                on_exit=self._process_exited,
+            )
+        except BaseException:
+            self.gate.exited()
+            raise
+        self.reporting.ledger.started(child.pid)
+        return child
+
+    def _process_exited(self, pid: int) -> None:
+        self.gate.exited(pid)
+        self.reporting.ledger.ended(pid)
 
     async def _serve_until_exit(
         self, child: Connection, upstream: Upstream, on_ready: Callable[[], Awaitable[None]]
