@@ -159,3 +159,24 @@ async def test_a_stopped_server_fails_unless_the_operator_allows_it() -> None:
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_a_mesh_answering_only_the_handshake_era_fails_the_2026_checks() -> None:
+    async with running_mesh({"time": time_server()}, stateless_requests=False) as mesh:
+        checks = await validate(mesh)
+    assert failures(checks) == [("time", "discover")]  # /mcp in 2026-07-28; the handshake passes
+    assert all(c.ok for c in checks if c.check == "handshake")
+
+
+async def test_a_sigstopped_server_fails_its_checks() -> None:
+    # No probe comes to notice it (health_interval), so only validate's own traffic can tell.
+    stopped = {**time_server(), "health_interval": 3600, "request_timeout": 2}
+    async with running_mesh({"frozen": stopped}) as mesh:
+        pid = mesh.mesh.supervisor.servers["frozen"].live_process.pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            checks = await validate(mesh)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    failed = failures(checks)
+    assert ("frozen", "tools") in failed and ("frozen", "tools (2026-07-28)") in failed, checks

@@ -129,11 +129,17 @@ class Validator:
 
     async def _check_modern(self, name: str, url: str, claimed: Callable[[], Awaitable[list[str] | None]]) -> None:
         """The same URL as a 2026-07-28 client sees it (what `mcp.Client` speaks by default):
-        server/discover, then every tools/list page against the registry."""
+        server/discover answered in 2026-07-28, then every tools/list page against the registry."""
         step = "discover"
         try:
             with anyio.fail_after(CHECK_TIMEOUT):
-                async with Client(url, mode=MODERN, client_info=ME) as client:
+                # "auto" sends server/discover (a pinned mode would assume its answer) and falls
+                # back to the handshake when it is refused: a mesh that answers one era only.
+                async with Client(url, mode="auto", client_info=ME) as client:
+                    if client.protocol_version != MODERN:
+                        raise ValidationGap(
+                            f"server/discover not answered: a client falls back to {client.protocol_version}"
+                        )
                     server = client.server_info
                     who = f"{server.name} {server.version}" if server else "no serverInfo"
                     info = f"{who}, protocol {client.protocol_version}"
