@@ -131,9 +131,10 @@ class JsonRpcError(MeshError):
     code = -32603
     status = 200
 
-    def __init__(self, message: str, data: Any = None):
+    def __init__(self, message: str, data: Any = None, *, request_id: Any = None):
         super().__init__(message)
         self.message, self.data = message, data
+        self.request_id = request_id  # the refused request's id, when known before its message was checked
 
 
 class ParseError(JsonRpcError):

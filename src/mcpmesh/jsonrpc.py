@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
@@ -11,13 +13,40 @@ from mcpmesh.errors import InvalidRequest, ParseError
 Message = dict[str, Any]
 RequestId = int | str
 
+# orjson reads an integer past 64 bits as a float, silently changing it (an id, a count, a seed).
+# Every 64-bit integer has at most 20 digits, so only a body with a longer run of digits (rare,
+# and most often inside a string) is read again, exactly, to tell.
+LONG_DIGIT_RUN = re.compile(rb"\d{20}")
+INTEGER_RANGE = (-(2**63), 2**64 - 1)
+
 
 def parse(data: bytes) -> Any:
-    """Parse one JSON document or raise ParseError."""
+    """Parse one JSON document or raise ParseError; InvalidRequest for an integer that no 64-bit
+    type holds, which would otherwise reach the server as a different number."""
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ParseError(f"Parse error: {exc}") from exc
+    if LONG_DIGIT_RUN.search(data) is not None:
+        _refuse_wide_integers(data, value)
+    return value
+
+
+def _refuse_wide_integers(data: bytes, parsed: Any) -> None:
+    request_id = parsed.get("id") if isinstance(parsed, dict) and is_valid_id(parsed.get("id")) else None
+
+    def exact(text: str) -> int:
+        number = int(text)
+        if not INTEGER_RANGE[0] <= number <= INTEGER_RANGE[1]:
+            shown = text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text)} digits)"
+            message = f"Invalid Request: integer {shown} does not fit in 64 bits"
+            raise InvalidRequest(message, request_id=request_id)
+        return number
+
+    try:
+        json.loads(data, parse_int=exact)
+    except RecursionError:  # deeper than Python reads: refused later for its depth
+        return
 
 
 def check_message(obj: Any) -> Message:

@@ -55,7 +55,8 @@ def http_error(exc: HttpError) -> Response:
 
 
 def rpc_error(exc: JsonRpcError, request_id: Any = None) -> Response:
-    return json_response(error(request_id, exc.code, exc.message, exc.data), exc.status)
+    answered = request_id if request_id is not None else exc.request_id
+    return json_response(error(answered, exc.code, exc.message, exc.data), exc.status)
 
 
 def accepted() -> Response:
