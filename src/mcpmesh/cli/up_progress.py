@@ -48,8 +48,9 @@ def _transition(name: str, server: ServerBase, elapsed: float) -> str:
 def summary(supervisor: Supervisor, base_url: str) -> str:
     up = sum(server.state == State.HEALTHY for server in supervisor.servers.values())
     lines = ["", f"mcpmesh {__version__}: {up} of {len(supervisor.servers)} server(s) up"]
+    width = max([16, *(len(name) + 1 for name in supervisor.servers)])  # the URLs line up
     for name, server in supervisor.servers.items():
         mark = {State.HEALTHY: "up", State.FAILED: "FAILED"}.get(server.state, server.state.value)
-        lines.append(f"  {mark:<10} {name:<16} {base_url}/servers/{name}/mcp  ({server.reason})")
+        lines.append(f"  {mark:<10} {name:<{width}} {base_url}/servers/{name}/mcp  ({server.reason})")
     lines.append(f"  dashboard: {base_url}/   health: {base_url}/healthz   metrics: {base_url}/metrics   stop: Ctrl-C")
     return "\n".join(lines)
