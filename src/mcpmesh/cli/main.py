@@ -103,17 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     for command in (events, server_logs):
         command.add_argument("--follow", "-f", action="store_true", help="keep printing new entries until Ctrl-C")
         command.add_argument("--json", action="store_true", help="print one JSON object per line")
-    for command in (status, events, server_logs):
-        command.add_argument("--url", help=URL_HELP)
     for command in (events, server_logs):
-        command.add_argument("--config", "-c", help=FIND_HELP)
+        _mesh_options(command)
+    status.add_argument("--url", help=URL_HELP)
     check = sub.add_parser(
         "validate",
         help="connect to every server through every URL the registry advertises, as a client would; "
         "exit 1 on any gap between what the registry claims and what answers",
     )
-    check.add_argument("--config", "-c", help=FIND_HELP)
-    check.add_argument("--url", help=URL_HELP)
+    _mesh_options(check)
     check.add_argument("--json", action="store_true", help="print the checks as JSON")
     check.add_argument(
         "--allow-stopped",
@@ -132,15 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     for action, text in CONTROL_COMMANDS.items():
         command = sub.add_parser(action, help=text)
         command.add_argument("name", help="the server's name in the config")
-        command.add_argument("--config", "-c", help=FIND_HELP)
-        command.add_argument("--url", help=URL_HELP)
+        _mesh_options(command)
     reload = sub.add_parser(
         "reload",
         help="make the running mesh read its config file again: added servers start, removed ones stop, "
         "changed ones restart, the others keep running (exit 1 when the new file is refused)",
     )
-    reload.add_argument("--config", "-c", help=FIND_HELP)
-    reload.add_argument("--url", help=URL_HELP)
+    _mesh_options(reload)
     reload.add_argument("--json", action="store_true", help="print the result as JSON")
     _connect_parsers(sub)
     bridge = sub.add_parser(
@@ -148,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     bridge.add_argument("url", help="a server's MCP URL, e.g. http://127.0.0.1:11090/servers/time/mcp")
     return parser
+
+
+def _mesh_options(command: argparse.ArgumentParser) -> None:
+    """--config and --url: how a client command finds the mesh (locate.py)."""
+    command.add_argument("--config", "-c", help=FIND_HELP)
+    command.add_argument("--url", help=URL_HELP)
 
 
 def _connect_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -166,8 +168,7 @@ def _connect_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "--workspace", action="store_true", help="cursor, vscode: the project's file here instead of the user's"
         )
         if action == "connect":  # disconnect needs no mesh: what connect added is on record
-            command.add_argument("--config", "-c", help=FIND_HELP)
-            command.add_argument("--url", help=URL_HELP)
+            _mesh_options(command)
 
 
 def _connect(args: argparse.Namespace) -> int:

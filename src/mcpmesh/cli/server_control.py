@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -13,12 +14,10 @@ CONTROL_TIMEOUT = 60.0  # a stop waits for the server's processes to end (SIGTER
 
 def control(base_url: str, action: str, name: str, console: Console) -> int:
     """0 when the mesh did it (or it was already so), 1 when it refused, 2 when unreachable."""
-    try:
-        response = httpx.post(f"{base_url}/v1/servers/{name}/{action}", timeout=CONTROL_TIMEOUT)
-    except httpx.HTTPError as exc:
-        console.print(f"[red]cannot reach the mesh at {base_url}: {exc}[/red]")
+    answer = _post(base_url, f"/v1/servers/{name}/{action}", console)
+    if answer is None:
         return 2
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    response, body = answer
     if response.status_code >= 400:
         console.print(f"[red]{action} {name}: {body.get('message') or response.text}[/red]")
         return 1
@@ -33,12 +32,10 @@ def reload(base_url: str, as_json: bool, console: Console) -> int:
     running the old config), 2 when unreachable."""
     from mcpmesh.supervision.reload import ReloadResult, summary
 
-    try:
-        response = httpx.post(f"{base_url}/v1/reload", timeout=CONTROL_TIMEOUT)
-    except httpx.HTTPError as exc:
-        console.print(f"[red]cannot reach the mesh at {base_url}: {exc}[/red]")
+    answer = _post(base_url, "/v1/reload", console)
+    if answer is None:
         return 2
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    response, body = answer
     style = "red" if response.status_code >= 400 else None
     if as_json and "reloaded" in body:
         print(json.dumps(body))
@@ -53,3 +50,14 @@ def reload(base_url: str, as_json: bool, console: Console) -> int:
     else:  # 403, 409: the mesh would not try
         console.print(f"reload: {body.get('message') or response.text}", style=style, markup=False, soft_wrap=True)
     return 0 if response.status_code < 400 else 1
+
+
+def _post(base_url: str, path: str, console: Console) -> tuple[httpx.Response, dict[str, Any]] | None:
+    """The mesh's answer and its JSON body ({} when it has none); None, said, when unreachable."""
+    try:
+        response = httpx.post(f"{base_url}{path}", timeout=CONTROL_TIMEOUT)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach the mesh at {base_url}: {exc}[/red]")
+        return None
+    json_body = response.headers.get("content-type", "").startswith("application/json")
+    return response, response.json() if json_body else {}
