@@ -83,6 +83,8 @@ def test_every_encoding_and_alignment_of_a_secret_is_masked() -> None:
     for user in ("u", "us", "use"):  # each start of the secret within base64's 3-byte groups
         basic = base64.b64encode(f"{user}:{SECRET}".encode()).decode()
         assert redact(f"Authorization: Basic {basic}") == "Authorization: Basic ***"
+    encoded = base64.b64encode(SECRET.encode()).decode()
+    assert redact(f"q=1&auth={encoded}&next=2") == "q=1&auth=***&next=2"  # the word, not its neighbours
     assert (
         redact(f"ends in {SECRET[:4]}") == "ends in ***" and redact(f"ends in {SECRET[:3]}") == f"ends in {SECRET[:3]}"
     )

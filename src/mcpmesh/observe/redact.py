@@ -28,7 +28,7 @@ CREDENTIAL_FLAG = re.compile(
 TOKEN_SHAPE = re.compile(r"(?:gh[pousr]_|github_pat_|sk-|xox[abprs]-|glpat-|AKIA)[A-Za-z0-9_-]{8,}")
 PARTIAL_MIN = 4  # a text ending in this many or more first characters of a secret is masked there (a cut)
 BASE64_MIN = 8  # base64 forms shorter than this would mask innocent words
-BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=")
+BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
 
 
 class Redactor:
@@ -72,6 +72,9 @@ class Redactor:
             while start > done and text[start - 1] in BASE64_ALPHABET:
                 start -= 1
             while end < len(text) and text[end] in BASE64_ALPHABET:
+                end += 1
+            word_end = end
+            while end < len(text) and end - word_end < 2 and text[end] == "=":  # its padding
                 end += 1
             parts += [text[done:start], MASK]
             done = end
