@@ -46,6 +46,7 @@ STDERR_LOG_RATE = 50.0  # stderr lines per second a server may put into the mesh
 STDERR_LOG_BURST = 200  # a chatty server cannot flood the log; the rest is counted, and kept in its tail
 STDERR_KEEP_RATE = 1000.0  # stderr lines per second kept at all (tail, `mcpmesh logs`); beyond: counted only
 STDERR_KEEP_BURST = 2000
+STDERR_FLOOD_PAUSE = 0.005  # seconds between reads while over the keep rate: at most ~50 MB/s is read
 STDERR_DROP_NOTE_EVERY = 1.0  # seconds between the lines that say how many stderr lines were dropped
 
 StderrSink = Callable[[int, str], None]  # (pid, line) for every stderr line, after redaction
@@ -251,8 +252,9 @@ class ChildProcess:
                 self._keep_stderr(text)
             self._note_dropped(final=False)
             # Bounded work per turn of the loop: a server flooding its stderr (the pipe is never
-            # empty) must not keep the other servers' answers waiting.
-            await asyncio.sleep(0)
+            # empty) must not keep the other servers' answers waiting. Over the rate, reads are
+            # spaced too: the flooder waits on its full pipe instead of the mesh spinning on it.
+            await asyncio.sleep(STDERR_FLOOD_PAUSE if self._stderr_lines.over_rate else 0)
         for text in self._stderr_lines.finish():
             self._keep_stderr(text)
         self._note_dropped(final=True)

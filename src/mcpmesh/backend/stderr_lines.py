@@ -66,6 +66,11 @@ class StderrLines:
                 yield from self._emit(cut=False)
             start = newline + 1
 
+    @property
+    def over_rate(self) -> bool:
+        """Whether lines are being dropped now (the budget is spent)."""
+        return self.budget.tokens < 1
+
     def _exhausted(self) -> bool:
         self.budget.refill()
         return self.budget.tokens < 1
