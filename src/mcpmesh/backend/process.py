@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
+from mcpmesh.backend.stderr_lines import Budget, StderrLines
 from mcpmesh.errors import CommandNotFound, ServerNotReading, SpawnError
 
 NETWORK_ENV = (
@@ -43,6 +44,10 @@ STDERR_LINE_CAP = 64 * 1024  # a stderr line longer than this is truncated, neve
 STDERR_TAIL_LINES = 200
 STDERR_LOG_RATE = 50.0  # stderr lines per second a server may put into the mesh's log (bursts: below)
 STDERR_LOG_BURST = 200  # a chatty server cannot flood the log; the rest is counted, and kept in its tail
+STDERR_KEEP_RATE = 1000.0  # stderr lines per second kept at all (tail, `mcpmesh logs`); beyond: counted only
+STDERR_KEEP_BURST = 2000
+STDERR_FLOOD_PAUSE = 0.005  # seconds between reads while over the keep rate: at most ~50 MB/s is read
+STDERR_DROP_NOTE_EVERY = 1.0  # seconds between the lines that say how many stderr lines were dropped
 
 StderrSink = Callable[[int, str], None]  # (pid, line) for every stderr line, after redaction
 
@@ -98,7 +103,10 @@ class ChildProcess:
         self._server_log = logging.getLogger(f"mcpmesh.server.{name}")
         self._redact = redact
         self._on_stderr = on_stderr
-        self._log_budget = _Budget(STDERR_LOG_RATE, STDERR_LOG_BURST)
+        self._log_budget = Budget(STDERR_LOG_RATE, STDERR_LOG_BURST)
+        self._stderr_lines = StderrLines(STDERR_LINE_CAP, Budget(STDERR_KEEP_RATE, STDERR_KEEP_BURST))
+        self._dropped_noted = (0, 0.0)  # (lines dropped, when) as last said in the tail and the log
+        self._log_warned_at = 0.0  # when the log last said how many lines it left out (once a second at most)
         self._loop = asyncio.get_running_loop()
         self._later: list[bytes] | None = None  # lines written after the first in this turn of the loop
         self._later_bytes = 0
@@ -231,27 +239,51 @@ class ChildProcess:
     def note_dropped(self, reason: str) -> None:
         self._drop(reason)
 
+    @property
+    def stderr_dropped(self) -> int:
+        """Stderr lines neither kept nor logged: over STDERR_KEEP_RATE."""
+        return self._stderr_lines.budget.skipped
+
     async def _pump_stderr(self) -> None:
         stderr = self.proc.stderr
         assert stderr is not None
-        while True:
-            try:
-                line = await stderr.readuntil(b"\n")
-            except asyncio.IncompleteReadError as exc:
-                line = exc.partial
-                if not line:
-                    return
-            except asyncio.LimitOverrunError as exc:
-                line = await stderr.read(exc.consumed)
-            text = self._redact(line[:STDERR_LINE_CAP].decode("utf-8", "replace").rstrip("\r\n"))
-            self.stderr_tail.append(text)
-            if self._on_stderr is not None:
-                self._on_stderr(self.pid, text)
-            if self._log_budget.take():
-                if self._log_budget.skipped:
-                    self._server_log.warning("(%d stderr lines not logged: over the rate)", self._log_budget.skipped)
-                    self._log_budget.skipped = 0
-                self._server_log.info("%s", text)
+        while chunk := await stderr.read(READ_CHUNK):
+            for text in self._stderr_lines.feed(chunk):
+                self._keep_stderr(text)
+            self._note_dropped(final=False)
+            # Bounded work per turn of the loop: a server flooding its stderr (the pipe is never
+            # empty) must not keep the other servers' answers waiting. Over the rate, reads are
+            # spaced too: the flooder waits on its full pipe instead of the mesh spinning on it.
+            await asyncio.sleep(STDERR_FLOOD_PAUSE if self._stderr_lines.over_rate else 0)
+        for text in self._stderr_lines.finish():
+            self._keep_stderr(text)
+        self._note_dropped(final=True)
+
+    def _keep_stderr(self, line: str) -> None:
+        text = self._redact(line)  # only lines kept are redacted: dropped ones cost nothing
+        self.stderr_tail.append(text)
+        if self._on_stderr is not None:
+            self._on_stderr(self.pid, text)
+        if self._log_budget.take():
+            now = time.monotonic()
+            if self._log_budget.skipped and now - self._log_warned_at >= STDERR_DROP_NOTE_EVERY:
+                self._server_log.warning("(%d stderr lines not logged: over the rate)", self._log_budget.skipped)
+                self._log_budget.skipped = 0
+                self._log_warned_at = now
+            self._server_log.info("%s", text)
+
+    def _note_dropped(self, final: bool) -> None:
+        """Say, at most once a second (and at the end), how many lines were dropped since last said."""
+        said, at = self._dropped_noted
+        now = time.monotonic()
+        if self.stderr_dropped == said or (not final and now - at < STDERR_DROP_NOTE_EVERY):
+            return
+        note = f"({self.stderr_dropped - said} stderr lines dropped: over {STDERR_KEEP_RATE:g} lines/s)"
+        self._dropped_noted = (self.stderr_dropped, now)
+        self.stderr_tail.append(note)
+        if self._on_stderr is not None:
+            self._on_stderr(self.pid, note)
+        self._server_log.warning("%s", note)
 
     async def wait(self) -> int:
         """The exit code once the process has exited, even while a descendant holds its pipes
@@ -292,26 +324,6 @@ class ChildProcess:
             return await asyncio.wait_for(asyncio.shield(self.wait()), seconds)
         except TimeoutError:
             return None
-
-
-class _Budget:
-    """A token bucket: `rate` takes per second, up to `burst` at once; counts what it refused."""
-
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst = rate, float(burst)
-        self.tokens = float(burst)
-        self.skipped = 0
-        self._at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        self.skipped += 1
-        return False
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
