@@ -3,6 +3,10 @@ mcp-remote): told apart from active ones, and a session-mode server's end sooner
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import anyio
 import httpx
 import pytest
@@ -58,4 +62,13 @@ async def test_the_api_counts_sessions_left_idle_apart_from_active_ones(monkeypa
             busy = await open_session(http, mesh)
             assert (await http.post(mesh.url("conf"), json=call(2, "ping"), headers=headers(busy))).status_code == 200
             described = (await http.get("/v1/servers/conf")).json()
+            # A listening client stays active however long it is quiet: what `status` shows.
+            async with http.stream("GET", mesh.url("conf"), headers={**headers(busy), "Accept": "text/event-stream"}):
+                command = [sys.executable, "-m", "mcpmesh", "status", "--url", mesh.base_url]
+                # os.environ, not the process's C-level environment, where pytest's terminal leaves COLUMNS=80
+                environ = dict(os.environ)
+                table = await anyio.to_thread.run_sync(
+                    lambda: subprocess.run(command, capture_output=True, text=True, env=environ)
+                )
     assert (described["sessions"], described["active_sessions"]) == (2, 1)
+    assert "2 (1 idle)" in table.stdout, table.stdout
