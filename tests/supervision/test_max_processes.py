@@ -14,16 +14,10 @@ import mcp_types
 import pytest
 
 from tests.conftest import RunningMesh, everything_server, running_mesh, time_server
+from tests.front.test_streamable_http import INIT, headers
 
 pytestmark = pytest.mark.anyio
 
-HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-}
 CAP = 2
 
 
@@ -51,7 +45,7 @@ async def current_time(client: mcp.Client) -> str:
 
 async def initialize(mesh: RunningMesh, server: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=60) as http:
-        return await http.post(mesh.url(server), json=INIT, headers=HEADERS)
+        return await http.post(mesh.url(server), json=INIT, headers=headers(version=None))
 
 
 async def test_sessions_past_max_processes_get_a_clear_503_until_one_ends() -> None:

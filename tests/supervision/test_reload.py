@@ -16,16 +16,10 @@ import pytest
 
 from mcpmesh.config import load_config
 from tests.conftest import PYTHON, RunningMesh, conformance_server, everything_server, running_mesh, time_server
+from tests.front.test_streamable_http import INIT, headers
 
 pytestmark = pytest.mark.anyio
 
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
 PORTS = "23680-23689"  # this file's own range: other test files allocate from theirs
 
 
@@ -142,7 +136,7 @@ async def test_a_reload_under_load_adds_changes_and_removes_while_an_unchanged_s
         assert new["changing"] is not None and new["changing"] != old["changing"]
         assert old["leaving"] is not None and not alive(old["leaving"])
         async with httpx.AsyncClient(timeout=30) as http:
-            gone = await http.post(mesh.url("leaving"), json=INITIALIZE, headers=MCP_HEADERS)
+            gone = await http.post(mesh.url("leaving"), json=INIT, headers=headers(version=None))
         assert gone.status_code == 404
         assert (await get(mesh, "/v1/servers/leaving")).status_code == 404
 
@@ -206,7 +200,7 @@ async def test_ports_follow_a_reload_and_mesh_settings_that_cannot_change_live_a
             url = (await get(mesh, f"/v1/servers/{name}")).json()["urls"]["dedicated_mcp"]
             assert not url.endswith(f":{own_port}/mcp")
             async with httpx.AsyncClient(timeout=30) as http:
-                answer = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
+                answer = await http.post(url, json=INIT, headers=headers(version=None))
             assert answer.status_code == 200, answer.text
         [event] = await events(mesh, "config_reloaded")
         assert event["needs_restart"] == ["max_sessions"]
