@@ -22,7 +22,7 @@ import pytest
 from mcpmesh.front.http1.limits import OPERATOR_RESERVE
 from mcpmesh.supervision.server import State
 from mcpmesh.supervision.shared import SharedServer
-from tests.conftest import RunningMesh, running_mesh, time_server
+from tests.conftest import RunningMesh, conformance_server, running_mesh, time_server
 from tests.front.test_streamable_http import INIT
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +143,19 @@ async def test_a_backend_that_crashes_while_the_caps_are_hit_respawns() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert server.restart_reasons == {"exited": 1}
         assert await a_real_client_call(mesh) == "UTC"
+
+
+async def test_an_open_sse_stream_counts_against_its_clients_cap() -> None:
+    async with running_mesh({"conf": conformance_server()}, max_connections_per_client=1) as mesh:
+        async with await anyio.connect_tcp("127.0.0.1", mesh.port, local_host=OTHER) as stream:
+            await stream.send(b"GET /servers/conf/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+            head = b""
+            with anyio.fail_after(20):
+                while b"event: endpoint" not in head:
+                    head += await stream.receive()
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            post = request("POST", "/servers/conf/mcp", json.dumps(INIT).encode())
+            refused = await exchange(mesh.port, post)
+            assert refused.startswith(b"HTTP/1.1 503 ") and b"max_connections_per_client" in refused
+        await counted(mesh, OTHER, 0)  # the stream ended with its connection
+        assert (await exchange(mesh.port, post)).startswith(b"HTTP/1.1 200 ")
