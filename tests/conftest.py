@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from mcpmesh.app import Mesh, create_app
 from mcpmesh.config import MeshConfig
-from mcpmesh.front.uvicorn_options import SERVE_WITH
+from mcpmesh.front.uvicorn_options import serve_with
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -111,7 +111,7 @@ async def running_mesh(
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=1,
-            **SERVE_WITH,  # as `mcpmesh up` serves
+            **serve_with(app.state.mesh.connections),  # as `mcpmesh up` serves
         )
     )
     the_mesh: Mesh = app.state.mesh

@@ -18,6 +18,7 @@ from mcpmesh.config import MeshConfig
 from mcpmesh.dashboard import Dashboard
 from mcpmesh.front.dedicated import DedicatedListeners, allocate_dedicated
 from mcpmesh.front.entry import MeshApp
+from mcpmesh.front.http1.limits import ConnectionLimits
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.responses import json_response
 from mcpmesh.front.security import HostOriginPolicy
@@ -55,6 +56,10 @@ class Mesh:
         self.pool = PortPool(self.registry, settings.port_range, settings.host, settings.port_release_grace)
         self.redact = Redactor.from_config(config)
         self.metrics = MeshMetrics(config.servers)
+        # Every listener's connections, counted against [mesh]'s caps (front/http1/limits.py).
+        self.connections = ConnectionLimits(
+            settings.max_connections, settings.max_connections_per_client, settings.body_timeout
+        )
         self.audit = ToolCallAudit(self.registry, settings.event_retention)
         self.stats = TrafficStats(config.servers)
         self.store = SessionStore(
@@ -73,7 +78,7 @@ class Mesh:
             ledger=self.ledger,
         )
         self.supervisor = Supervisor(config, self.store, reporting)
-        self.metrics.watch(self.supervisor, self.store, self.pool, self.registry.health)
+        self.metrics.watch(self.supervisor, self.store, self.pool, self.registry.health, self.connections)
         self.instance = secrets.token_hex(6)  # tells this mesh from another one answering on a port
         self.dedicated: dict[str, uvicorn.Server] = {}  # the listener on each server's own port
         self.reloader: Reloader | None = None  # when the mesh was started from a file it can read again
@@ -114,7 +119,7 @@ def create_app(
 
     mcp_endpoint = StreamableHttpEndpoint(mesh.supervisor.servers, mesh.store, settings)
     sse = LegacySseEndpoint(mesh.supervisor.servers, mesh.store, settings) if settings.legacy_sse else None
-    listeners = DedicatedListeners(mcp_endpoint, sse, settings, mesh.instance)
+    listeners = DedicatedListeners(mcp_endpoint, sse, settings, mesh.instance, mesh.connections)
     mesh.dedicated = listeners.servers
     if reload_from is not None:
         load = reload_from
@@ -197,6 +202,6 @@ def create_app(
             Route("/servers/{name}/sse", sse.stream, methods=["GET"]),
             Route("/servers/{name}/messages", sse.post, methods=["POST"]),
         ]
-    app = MeshApp(routes, guard, mcp_endpoint, lifespan=lifespan)
+    app = MeshApp(routes, guard, mcp_endpoint, lifespan=lifespan, connection_limits=mesh.connections)
     app.state.mesh = mesh
     return app

@@ -206,6 +206,15 @@ class MeshSettings(_Strict):
     allowed_origins: list[str] = Field(default_factory=list, description="Origins accepted besides loopback origins")
     max_body_bytes: int = Field(4 * MiB, ge=1024, description="request bodies above this get 413")
     max_sessions: int = Field(1000, ge=1, description="client sessions held at once (excess: 503)")
+    body_timeout: float = Field(
+        30.0, gt=0, description="seconds a request's head and body may take to arrive (then 408)"
+    )
+    max_connections: int = Field(
+        512, ge=1, description="HTTP connections open at once, SSE streams included (excess: 503)"
+    )
+    max_connections_per_client: int = Field(
+        256, ge=1, description="HTTP connections open at once from one client address (excess: 503)"
+    )
     session_idle_timeout: float = Field(1800.0, gt=0, description="idle sessions end after this")
     session_process_idle_timeout: float = Field(
         300.0, gt=0, description='idle sessions of `sharing = "session"` servers end after this, and their processes'

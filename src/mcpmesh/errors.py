@@ -14,7 +14,8 @@ MeshError
 │   ├── SessionRequired      400  no Mcp-Session-Id on a non-initialize request
 │   ├── SessionNotFound      404  unknown, expired or deleted session
 │   ├── StreamConflict       409  a second GET stream on one session
-│   └── TooManySessions      503  session cap reached
+│   ├── TooManySessions      503  session cap reached
+│   └── TooManyConnections   503  connection cap reached (in all or from this address): operator paths only
 ├── JsonRpcError             answered as a JSON-RPC error object
 │   ├── ParseError           -32700
 │   ├── InvalidRequest       -32600
@@ -121,6 +122,11 @@ class StreamConflict(HttpError):
 
 
 class TooManySessions(HttpError):
+    status = 503
+    code = -32603
+
+
+class TooManyConnections(HttpError):
     status = 503
     code = -32603
 

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping
@@ -23,7 +24,7 @@ from mcpmesh.cli.up_progress import show_progress
 from mcpmesh.config import MeshConfig, load_config
 from mcpmesh.errors import ConfigError, RegistryUnusable
 from mcpmesh.front.dedicated import listening_socket
-from mcpmesh.front.uvicorn_options import SERVE_WITH
+from mcpmesh.front.uvicorn_options import serve_with
 from mcpmesh.observe import logs
 from mcpmesh.registry.ports import describe_holder
 from mcpmesh.supervision.reload import Reloader, watch
@@ -119,6 +120,7 @@ def up(args: argparse.Namespace) -> int:
     # start-up lines there only break them up (`mcpmesh events` has them). A collector wants all.
     level = args.log_level or ("info" if args.log_format == "json" else "warning")
     gc.set_threshold(*GC_THRESHOLDS)
+    _raise_descriptor_limit()
     try:  # opens the registry (creating state_dir): a corrupt or unwritable one is said in one line
         app = create_app(config, on_started, reload_from=reread)
     except RegistryUnusable as exc:
@@ -137,7 +139,7 @@ def up(args: argparse.Namespace) -> int:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
-            **SERVE_WITH,
+            **serve_with(app.state.mesh.connections),
         )
     )
     server.on_stop = lambda: _stopping(app.state.mesh.supervisor, reloader)
@@ -148,6 +150,15 @@ def up(args: argparse.Namespace) -> int:
     finally:
         withdraw(address)
     return 0 if server.started else 1
+
+
+def _raise_descriptor_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as many servers do: the common soft 1,024 is what
+    the connection caps and the servers' pipes (3 per process) share, and the hard one is allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):  # a sandbox may refuse: the soft limit stays
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _with_overrides(config: MeshConfig, overrides: Mapping[str, object]) -> MeshConfig:

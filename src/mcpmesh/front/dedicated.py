@@ -20,10 +20,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mcpmesh.config import MeshSettings
 from mcpmesh.errors import PortPoolExhausted
 from mcpmesh.front.entry import MeshApp
+from mcpmesh.front.http1.limits import ConnectionLimits
 from mcpmesh.front.legacy_sse import LegacySseEndpoint
 from mcpmesh.front.security import HostOriginPolicy
 from mcpmesh.front.streamable_http import StreamableHttpEndpoint
-from mcpmesh.front.uvicorn_options import SERVE_WITH
+from mcpmesh.front.uvicorn_options import serve_with
 from mcpmesh.registry.base import Registry
 from mcpmesh.registry.ports import PortPool
 
@@ -60,7 +61,12 @@ class _QuietServer(uvicorn.Server):
 
 
 def dedicated_app(
-    name: str, mcp: StreamableHttpEndpoint, sse: LegacySseEndpoint | None, settings: MeshSettings, instance: str
+    name: str,
+    mcp: StreamableHttpEndpoint,
+    sse: LegacySseEndpoint | None,
+    settings: MeshSettings,
+    instance: str,
+    limits: ConnectionLimits | None = None,
 ) -> Starlette:
     async def healthz(request: Request) -> Response:
         """Who serves this port: `mcpmesh validate` checks it is the mesh whose registry assigned it."""
@@ -73,7 +79,7 @@ def dedicated_app(
             Route("/messages", _named(name, sse.post), methods=["POST"]),
         ]
     guard = HostOriginPolicy.of(settings)
-    return MeshApp(routes, guard, mcp, mcp_name=lambda path: name if path == "/mcp" else None)
+    return MeshApp(routes, guard, mcp, mcp_name=lambda path: name if path == "/mcp" else None, connection_limits=limits)
 
 
 def allocate_dedicated(
@@ -105,9 +111,15 @@ class DedicatedListeners:
     server), closed by a reload that removes one."""
 
     def __init__(
-        self, mcp: StreamableHttpEndpoint, sse: LegacySseEndpoint | None, settings: MeshSettings, instance: str
+        self,
+        mcp: StreamableHttpEndpoint,
+        sse: LegacySseEndpoint | None,
+        settings: MeshSettings,
+        instance: str,
+        limits: ConnectionLimits,
     ):
         self.mcp, self.sse, self.settings, self.instance = mcp, sse, settings, instance
+        self.limits = limits  # the main port's: the caps count every listener's connections
         self.servers: dict[str, uvicorn.Server] = {}  # by the server each one serves
         self._sockets: dict[str, socket.socket] = {}
         self._ended: dict[str, anyio.Event] = {}
@@ -136,8 +148,8 @@ class DedicatedListeners:
         if self._tg is None:
             sock.close()
             return
-        app = dedicated_app(name, self.mcp, self.sse, self.settings, self.instance)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **SERVE_WITH)
+        app = dedicated_app(name, self.mcp, self.sse, self.settings, self.instance, self.limits)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **serve_with(self.limits))
         listener = self.servers[name] = _QuietServer(config)
         self._sockets[name] = sock
         ended = self._ended[name] = anyio.Event()

@@ -21,6 +21,7 @@ from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mcpmesh.front.http1.limits import ConnectionLimits
 from mcpmesh.registry.ports import PortPool
 from mcpmesh.registry.resilient import RegistryHealth
 from mcpmesh.router.session import IDLE_TIMEOUT, Call, ClientSession, SessionStore
@@ -99,11 +100,15 @@ class MeshMetrics:
         store: SessionStore,
         pool: PortPool,
         registry_health: Callable[[], RegistryHealth] | None = None,
+        connections: ConnectionLimits | None = None,
     ) -> None:
-        """Also export, at every scrape, what the running mesh's servers, sessions, ports and registry say."""
+        """Also export, at every scrape, what the running mesh's servers, sessions, ports, registry
+        and connections say."""
         self.registry.register(_LiveCollector(supervisor, store, pool, self.clients))
         if registry_health is not None:
             self.registry.register(_RegistryCollector(registry_health))
+        if connections is not None:
+            self.registry.register(_ConnectionCollector(connections))
 
     # -- CallObserver ------------------------------------------------------------------------
     def call_started(self, server: str, call: Call) -> None:
@@ -278,3 +283,26 @@ class _RegistryCollector(Collector):
             "Queued registry events given up to keep the queue bounded",
             value=health.dropped,
         )
+
+
+class _ConnectionCollector(Collector):
+    """Open HTTP connections and refusals by the caps and the body deadline, read at scrape time."""
+
+    REASONS = ("connections", "client_connections", "body_timeout")
+
+    def __init__(self, limits: ConnectionLimits):
+        self.limits = limits
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "mcpmesh_http_connections", "HTTP connections open on every listener", value=self.limits.open
+        )
+        refused = CounterMetricFamily(
+            "mcpmesh_http_refused",
+            "Connections or requests refused: past max_connections (connections), past "
+            "max_connections_per_client (client_connections), or not in within body_timeout (body_timeout)",
+            labels=["reason"],
+        )
+        for reason in self.REASONS:
+            refused.add_metric([reason], self.limits.refused[reason])
+        yield refused

@@ -11,7 +11,9 @@ and differs in what it does per request:
   - a body sent at once without a Content-Length gets one, not chunked framing.
 Also bounded here: a request head (request line and headers) of more than MAX_HEAD_BYTES is
 refused with 431, and a connection whose head does not complete within the keep-alive time-out
-is closed (uvicorn bounds neither with httptools). This module is the connection: parsing,
+is closed (uvicorn bounds neither with httptools). With `ConnectionLimits` (limits.py): a request
+whose head and body do not arrive within its `body_timeout` is answered 408 and the connection
+closed, and connections past the caps are marked or refused at accept. This module is the connection: parsing,
 queueing, flow control, time-outs, failures; one request's receive, send and response framing are
 in exchange.py.
 """
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from mcpmesh.front.http1.exchange import Request, status_line
+from mcpmesh.front.http1.limits import OVER_CAP, ConnectionLimits
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
@@ -63,6 +66,7 @@ class Http1Protocol(asyncio.Protocol):
         server_state: ServerState,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if not config.loaded:
             config.load()
@@ -93,20 +97,39 @@ class Http1Protocol(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.limits = limits
+        self.counted_as: str | None = None  # the client address `limits` counts this connection under
+        # Armed only when a request is still unfinished at the end of a read: a request that comes
+        # whole in one read (nearly all of them) costs no timer.
+        self.body_timeout = limits.body_timeout if limits is not None else 0.0
+        self.body_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
+        client = _address(transport.get_extra_info("peername"))
+        admission = "admitted"
+        if self.limits is not None:
+            host = client[0] if client is not None else ""
+            admission = self.limits.admit(host)
+            if admission == "refused":  # past cap + reserve: no task, no parser work, no descriptor kept
+                self.closed = True
+                self.transport.write(_plain_response(503, "Too many connections"))
+                self.transport.close()
+                return
+            self.counted_as = host
         self.connections.add(self)
         ssl = transport.get_extra_info("sslcontext") is not None
         self.scope_base = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "server": _address(transport.get_extra_info("sockname")),
-            "client": _address(transport.get_extra_info("peername")),
+            "client": client,
             "scheme": "https" if ssl else "http",
             "root_path": self.root_path,
         }
+        if admission != "admitted":  # past a cap, within the reserve: the app serves operator requests only
+            self.scope_base["extensions"] = {OVER_CAP: {"cap": admission}}
         task = self.loop.create_task(self._serve())
         self.server_state.tasks.add(task)
         task.add_done_callback(self.server_state.tasks.discard)
@@ -114,8 +137,13 @@ class Http1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.connections.discard(self)
+        if self.counted_as is not None and self.limits is not None:
+            self.limits.release(self.counted_as)
+            self.counted_as = None
         if self.idle_timer is not None:
             self.idle_timer.cancel()
+        if self.body_timer is not None:
+            self.body_timer.cancel()
         self.wake()
         self._wake_writer()
 
@@ -138,6 +166,9 @@ class Http1Protocol(asyncio.Protocol):
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEAD_BYTES:
                 self._refuse(431, "Request header fields too large")
+                return
+        if self.parsing is not None and self.body_timer is None and self.body_timeout and not self.closed:
+            self.body_timer = self.loop.call_later(self.body_timeout, self._check_arrival)
 
     def shutdown(self) -> None:
         """The server is stopping: close now if idle, else after the response in progress."""
@@ -209,6 +240,9 @@ class Http1Protocol(asyncio.Protocol):
         assert request is not None
         request.complete = True
         self.parsing = None
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
         self.wake()
 
     # -- serving ------------------------------------------------------------------------------
@@ -273,6 +307,18 @@ class Http1Protocol(asyncio.Protocol):
             self.idle_timer = self.loop.call_later(left, self._check_idle)
         else:
             self.close()
+
+    def _check_arrival(self) -> None:
+        """A request was unfinished for `body_timeout`: 408, unless it is this side that stopped
+        reading (the app has not taken the body so far, or requests are queued ahead of it)."""
+        self.body_timer = None
+        if self.closed or self.parsing is None or self.limits is None:
+            return
+        if self.reading_paused:
+            self.body_timer = self.loop.call_later(self.body_timeout, self._check_arrival)
+            return
+        self.limits.refused["body_timeout"] += 1
+        self._refuse(408, f"Request not received within {self.body_timeout:g} s")
 
     # -- plumbing ----------------------------------------------------------------------------
     async def wait(self) -> None:
