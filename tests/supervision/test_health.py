@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from typing import Any
 
@@ -166,11 +167,26 @@ async def test_a_server_that_stops_reading_its_input_fails_its_callers_and_is_re
                     except mcp.MCPError as exc:
                         outcomes.append(exc.message)
 
+                backlogs: list[float] = []
+
+                async def watch_backlog() -> None:  # what /metrics says meanwhile
+                    async with httpx.AsyncClient(timeout=5) as http:
+                        while True:
+                            text = (await http.get(f"{mesh.base_url}/metrics")).text
+                            found = re.search(
+                                r'^mcpmesh_server_input_backlog_bytes\{server="stuck"\} (\S+)$', text, re.M
+                            )
+                            backlogs.append(float(found.group(1)) if found else -1.0)
+                            await anyio.sleep(0.05)
+
+                tg.start_soon(watch_backlog)
                 with anyio.fail_after(60):
                     for n in range(8):
                         tg.start_soon(big, n)
                     seen = await states_until(server, State.HEALTHY)
                 tg.cancel_scope.cancel()
+        assert -1.0 not in backlogs and max(backlogs) > 0  # the backlog was visible, and bounded:
+        assert max(backlogs) <= 2 * 1024 * 1024 + 1.1 * 1024 * 1024  # the cap, plus the one message let past it
         assert "unhealthy" in seen and server.restarts >= 1 and server.restart_reasons["unhealthy"] >= 1
         assert len(outcomes) == 8 and "answered" not in outcomes, outcomes
         assert any("is not reading its input" in o for o in outcomes), outcomes

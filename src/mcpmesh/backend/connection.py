@@ -27,6 +27,10 @@ class Connection(Protocol):
     def returncode(self) -> int | None:
         """None while the connection lives; then a code that `describe_exit` explains."""
 
+    @property
+    def backlog(self) -> int:
+        """Bytes written and not yet taken by the server (bounded: past a cap, writes are refused)."""
+
     def write(self, data: bytes) -> None:
         """Queue one JSON-RPC message (one line, newline-terminated) for sending; never blocks.
         Raises BrokenPipeError once the connection can no longer send."""

@@ -155,6 +155,13 @@ class ChildProcess:
     def returncode(self) -> int | None:
         return self.proc.returncode
 
+    @property
+    def backlog(self) -> int:
+        stdin = self.proc.stdin
+        if stdin is None or stdin.is_closing():
+            return 0
+        return stdin.transport.get_write_buffer_size() + self._later_bytes
+
     def write(self, data: bytes) -> None:
         """Queue one framed line for the child's stdin (never blocks; see `drain`).
 
@@ -166,7 +173,7 @@ class ChildProcess:
         stdin = self.proc.stdin
         if stdin is None or stdin.is_closing():
             raise BrokenPipeError(f"{self.name}: stdin is closed")
-        backlog = stdin.transport.get_write_buffer_size() + self._later_bytes
+        backlog = self.backlog
         if backlog > INPUT_BACKLOG_CAP:  # the mesh must not grow without bound behind it
             raise ServerNotReading(f"server {self.name!r} is not reading its input ({backlog} bytes waiting)")
         if self._later is None:

@@ -203,6 +203,10 @@ class RemoteConnection:
         log.info("%s: %s", self.name, text)
 
     # -- the child-process surface -----------------------------------------------------------
+    @property
+    def backlog(self) -> int:
+        return 0  # each message is a POST of its own, under way at once: nothing waits in a queue here
+
     def write(self, data: bytes) -> None:
         """Start sending one message (its own POST); never blocks."""
         tg = self._tg

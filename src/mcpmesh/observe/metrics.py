@@ -213,6 +213,11 @@ class _LiveCollector(Collector):
         received = CounterMetricFamily(
             "mcpmesh_server_bytes_received", "Bytes read from the server (lines with their newline)", labels=["server"]
         )
+        backlog = GaugeMetricFamily(
+            "mcpmesh_server_input_backlog_bytes",
+            "Bytes written to the server's processes and not yet read by them (past 16 MiB a process refuses more)",
+            labels=["server"],
+        )
         processes = GaugeMetricFamily("mcpmesh_server_processes", "A local server's processes now", labels=["server"])
         cap = GaugeMetricFamily("mcpmesh_server_max_processes", "A local server's max_processes", labels=["server"])
         refused = CounterMetricFamily(
@@ -232,12 +237,13 @@ class _LiveCollector(Collector):
             for reason, count in sorted(server.stdout_dropped().items()):
                 dropped.add_metric([server.name, reason], count)
             sent.add_metric([server.name], server.traffic.sent)
+            backlog.add_metric([server.name], sum(child.backlog for child in server.live_connections()))
             received.add_metric([server.name], server.traffic.received)
             if server.gate.cap is not None:  # a remote server has no processes
                 processes.add_metric([server.name], server.gate.live)
                 cap.add_metric([server.name], server.gate.cap)
                 refused.add_metric([server.name], server.gate.refused)
-        yield from (state, restarts, circuit, dropped, sent, received, processes, cap, refused)
+        yield from (state, restarts, circuit, dropped, sent, received, backlog, processes, cap, refused)
         yield self._sessions()
         size, used = self.pool.usage()
         yield GaugeMetricFamily("mcpmesh_port_pool_size", "Ports in the dedicated-port range", value=size)
