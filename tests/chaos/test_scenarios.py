@@ -108,8 +108,7 @@ def alive(pid: int) -> bool:
 
 async def readiness_during_the_fault(mesh: RunningMesh, server: str) -> None:
     async with httpx.AsyncClient(base_url=mesh.base_url, timeout=10) as http:
-        reply = await http.get("/readyz")
-    truthful_readiness(mesh.mesh, reply)
+        reply = await truthful_readiness(mesh.mesh, http)
     assert reply.status_code == 503 and reply.json()["servers"][server] != "healthy", reply.text
 
 
@@ -183,7 +182,7 @@ async def disconnect_mid_stream(mesh: RunningMesh) -> None:
             async with http.stream("GET", session.url, headers=session.headers()) as listening:
                 assert listening.status_code == 200  # the session's GET stream, dropped as soon as it opened
         async with httpx.AsyncClient(base_url=mesh.base_url, timeout=10) as probe:
-            truthful_readiness(mesh.mesh, await probe.get("/readyz"))
+            await truthful_readiness(mesh.mesh, probe)
         await wait_until_settled(mesh)
         assert (await session.ping(4))["result"] == {}
     await assert_invariants(mesh, "a client that disconnects mid-SSE-stream")
@@ -209,7 +208,7 @@ async def burst_and_drop(mesh: RunningMesh) -> None:
 
         async def readiness() -> None:
             async with httpx.AsyncClient(base_url=mesh.base_url, timeout=10) as probe:
-                truthful_readiness(mesh.mesh, await probe.get("/readyz"))
+                await truthful_readiness(mesh.mesh, probe)
 
         with anyio.fail_after(RECOVERY * 2):
             async with anyio.create_task_group() as tg:
