@@ -56,10 +56,11 @@ def check_message(obj: Any) -> Message:
     if "method" in obj:
         if not isinstance(obj["method"], str):
             raise InvalidRequest("Invalid Request: method must be a string")
-        if "params" in obj and not isinstance(obj["params"], dict | list):
-            raise InvalidRequest("Invalid Request: params must be an object")
         if "id" in obj and not is_valid_id(obj["id"]):
             raise InvalidRequest("Invalid Request: id must be a string or an integer")
+        if "params" in obj and not isinstance(obj["params"], dict):
+            # JSON-RPC allows an array; MCP does not, and a server may never answer one.
+            raise InvalidRequest("Invalid Request: params must be an object", request_id=obj.get("id"))
         return obj
     if "id" in obj and ("result" in obj or "error" in obj):
         if obj["id"] is not None and not is_valid_id(obj["id"]):

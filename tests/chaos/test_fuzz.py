@@ -166,7 +166,7 @@ def fuzzed_mesh() -> Iterator[tuple[anyio.from_thread.BlockingPortal, RunningMes
         "solo": {**time_server("handshake"), "sharing": "session"},
     }
     with anyio.from_thread.start_blocking_portal("asyncio") as portal:
-        # Some messages reach a server that never answers them (mcp-server-time and array params):
+        # A message a server never answers costs request_timeout (array params did, before they were refused):
         # they cost request_timeout each, so it is short here.
         bounded = {name: {**config, "request_timeout": ANSWER_WITHIN} for name, config in servers.items()}
         with portal.wrap_async_context_manager(running_mesh(bounded)) as mesh:

@@ -375,3 +375,17 @@ async def test_a_request_to_an_unavailable_server_is_answered_with_its_own_id_in
             headers={**headers(version="2026-07-28"), "Mcp-Method": "tools/list"},
         )
         assert modern.json()["id"] == 42 and modern.json()["error"]["code"] == -32052
+
+
+async def test_array_params_are_refused_with_the_request_id(http: httpx.AsyncClient, mesh: RunningMesh) -> None:
+    """JSON-RPC allows positional params; MCP does not, and a server may never answer them (the
+    client would wait out the request timeout): refused at once, before anything is forwarded."""
+    session = await open_session(http, mesh)
+    reply = await http.post(
+        mesh.url("conf"),
+        json={"jsonrpc": "2.0", "id": 41, "method": "tools/list", "params": []},
+        headers=headers(session),
+    )
+    assert reply.status_code == 400
+    assert reply.json()["id"] == 41 and reply.json()["error"]["code"] == -32600
+    assert "params must be an object" in reply.json()["error"]["message"]
