@@ -179,7 +179,7 @@ def test_ten_thousand_fuzzed_messages_get_well_formed_answers_and_leave_nothing_
 ) -> None:
     portal, mesh = fuzzed_mesh
     sent = 0
-    limits = httpx.Limits(max_connections=PER_EXAMPLE)
+    limits = httpx.Limits(max_connections=PER_EXAMPLE, keepalive_expiry=1.0)  # before the mesh closes them (5 s)
     with httpx.Client(timeout=30, limits=limits) as http, ThreadPoolExecutor(PER_EXAMPLE) as senders:
         sessions = {name: open_session(http, mesh.url(name)) for name in ("time", "everything", "solo")}
 
