@@ -14,21 +14,12 @@ import pytest
 
 from mcpmesh.registry.sqlite import SqliteRegistry
 from tests.cli.test_shutdown import free_port
+from tests.cli.test_startup import up_with_marked_server
 
 
 def up(tmp_path: Path, state_dir: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Run `mcpmesh up` on state_dir with one server that leaves a mark when spawned."""
-    marker = tmp_path / "spawned"
-    config = tmp_path / "mcpmesh.toml"
-    config.write_text(
-        f'[mesh]\nport = {free_port()}\nstate_dir = "{state_dir}"\n\n'
-        f'[servers.s]\ncommand = "sh"\nargs = ["-c", "touch {marker}; exec sleep 30"]\n',
-        encoding="utf-8",
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "mcpmesh", "up", "--config", str(config)], capture_output=True, text=True, timeout=60
-    )
-    return done, marker
+    return up_with_marked_server(tmp_path, free_port(), state_dir)
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], marker: Path, line: str) -> None:

@@ -33,24 +33,27 @@ def test_listeners_load_no_websocket_protocol() -> None:
     assert config.http_protocol_class is Http1Protocol
 
 
-def test_a_busy_main_port_fails_at_once_naming_its_holder_before_any_server_is_spawned(tmp_path: Path) -> None:
+def up_with_marked_server(tmp_path: Path, port: int, state_dir: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run `mcpmesh up` with one server that leaves a mark when spawned (nothing may spawn it when
+    `up` fails at start); the config is tmp_path/mcpmesh.toml."""
     marker = tmp_path / "spawned"
+    config = tmp_path / "mcpmesh.toml"
+    config.write_text(
+        f'[mesh]\nport = {port}\nstate_dir = "{state_dir}"\n\n'
+        f'[servers.s]\ncommand = "sh"\nargs = ["-c", "touch {marker}; exec sleep 30"]\n',
+        encoding="utf-8",
+    )
+    argv = [sys.executable, "-m", "mcpmesh", "up", "--config", str(config)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60), marker
+
+
+def test_a_busy_main_port_fails_at_once_naming_its_holder_before_any_server_is_spawned(tmp_path: Path) -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        config = tmp_path / "mcpmesh.toml"
-        config.write_text(
-            f'[mesh]\nport = {port}\nstate_dir = "{tmp_path / "state"}"\n\n'
-            f'[servers.s]\ncommand = "sh"\nargs = ["-c", "touch {marker}; exec sleep 30"]\n',
-            encoding="utf-8",
-        )
-        done = subprocess.run(
-            [sys.executable, "-m", "mcpmesh", "up", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done, marker = up_with_marked_server(tmp_path, port, tmp_path / "state")
+    config = tmp_path / "mcpmesh.toml"
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert f"held by pid {os.getpid()} " in done.stderr  # this test holds it
